@@ -1,0 +1,90 @@
+"""Model profiles: the sizes that define one family of models (no torch needed).
+
+``production`` is the ResNet-50 / 224 px shape the design asks for; ``cpu`` is small enough to
+generate, train and export on a 2-core machine in minutes; ``tiny`` exists for tests and smoke
+runs only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from encoders.errors import ModelError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Shape of one model family: image trunk, resolution, fusion sizes, title length."""
+
+    name: str
+    resnet_depth: int  # 18, 34 or 50
+    resnet_width: int  # channels of the stem; torchvision's ResNets use 64
+    image_size: int  # square crop fed to the image tower
+    resize: int  # short side before the centre crop
+    hidden_dim: int  # per-modality adapter width (the TransH space)
+    embedding_dim: int  # item embedding written to Milvus
+    max_title_tokens: int  # titles are truncated to this many tokens, [CLS]/[SEP] included
+
+    @property
+    def image_feature_dim(self) -> int:
+        """Width of the pooled image trunk output."""
+        expansion = 4 if self.resnet_depth >= 50 else 1
+        return self.resnet_width * 8 * expansion
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form, stored in checkpoints and manifests."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Profile:
+        """Inverse of :meth:`to_dict`."""
+        try:
+            return cls(**data)  # type: ignore[arg-type]
+        except TypeError as exc:
+            raise ModelError(f"invalid profile: {exc}", reason="manifest_invalid") from exc
+
+
+PROFILES: dict[str, Profile] = {
+    "production": Profile(
+        name="production",
+        resnet_depth=50,
+        resnet_width=64,
+        image_size=224,
+        resize=256,
+        hidden_dim=512,
+        embedding_dim=256,
+        max_title_tokens=64,
+    ),
+    "cpu": Profile(
+        name="cpu",
+        resnet_depth=18,
+        resnet_width=16,
+        image_size=96,
+        resize=110,
+        hidden_dim=192,
+        embedding_dim=256,
+        max_title_tokens=48,
+    ),
+    "tiny": Profile(
+        name="tiny",
+        resnet_depth=18,
+        resnet_width=8,
+        image_size=64,
+        resize=72,
+        hidden_dim=48,
+        embedding_dim=32,
+        max_title_tokens=24,
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    """The named profile, or a :class:`ModelError` listing the known ones."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        known = ", ".join(sorted(PROFILES))
+        raise ModelError(f"unknown profile {name!r}; known: {known}", reason="bad_input") from None
