@@ -193,7 +193,9 @@ def _read_state(directory: Path) -> dict[str, torch.Tensor]:
         if bin_file.is_file():
             return torch.load(bin_file, map_location="cpu", weights_only=True)
     except Exception as exc:  # safetensors and torch raise many unrelated types
-        raise ModelError(f"cannot read weights in {directory}: {exc}", reason="weights_invalid") from exc
+        raise ModelError(
+            f"cannot read weights in {directory}: {exc}", reason="weights_invalid"
+        ) from exc
     raise ModelError(
         f"{directory} has neither model.safetensors nor pytorch_model.bin", reason="model_not_found"
     )

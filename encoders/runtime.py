@@ -1,0 +1,167 @@
+"""Serving: load a model directory and turn batches of images and titles into embeddings.
+
+Imports onnxruntime, numpy and tokenizers only; never torch. An :class:`Encoder` is safe to
+share between threads (ONNX Runtime sessions allow concurrent ``run`` calls).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from encoders.errors import ModelError
+from encoders.manifest import Manifest
+from encoders.preprocess import ImageSpec
+from encoders.tokenize import TitleTokenizer
+
+log = logging.getLogger(__name__)
+
+CPU = "CPUExecutionProvider"
+# Preferred order when the caller names none: the fastest provider this build offers.
+DEFAULT_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", CPU)
+_logged_choices: set[tuple[str, ...]] = set()
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    """Output of :meth:`Encoder.encode` for a batch of N listings."""
+
+    embeddings: np.ndarray  # float32 [N, D], L2-normalised
+    mismatch: np.ndarray  # float32 [N], P(no click) in [0, 1]
+
+
+def choose_providers(requested: Sequence[str] | None, available: Sequence[str]) -> list[str]:
+    """The requested providers this build offers, in order, always ending with CPU."""
+    wanted = list(requested) if requested else list(DEFAULT_PREFERENCE)
+    unknown = [p for p in wanted if p not in available]
+    if requested and unknown:
+        log.warning("execution providers not available in this onnxruntime: %s", unknown)
+    chosen = [p for p in wanted if p in available and p != CPU]
+    return [*chosen, CPU]
+
+
+def _session_options(intra_op_threads: int | None) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if intra_op_threads is not None:
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only; provider fallbacks are logged by us
+    return options
+
+
+def _open_session(
+    path: Path, providers: list[str], intra_op_threads: int | None
+) -> ort.InferenceSession:
+    """A session on ``providers``; when an accelerator fails to initialise, CPU alone."""
+    options = _session_options(intra_op_threads)
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as exc:  # ORT raises its own untyped errors (missing CUDA libraries, ...)
+        if providers == [CPU]:
+            raise ModelError(f"cannot load {path.name}: {exc}", reason="session_failed") from exc
+        log.warning(
+            "providers %s failed for %s (%s); falling back to CPU", providers, path.name, exc
+        )
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=[CPU])
+    except Exception as exc:
+        raise ModelError(f"cannot load {path.name}: {exc}", reason="session_failed") from exc
+
+
+class Encoder:
+    """Image tower + text tower + fusion, as three ONNX Runtime sessions."""
+
+    def __init__(
+        self,
+        directory: Path,
+        manifest: Manifest,
+        sessions: dict[str, ort.InferenceSession],
+        tokenizer: TitleTokenizer,
+    ) -> None:
+        self.directory = directory
+        self.manifest = manifest
+        self.image_spec: ImageSpec = manifest.image
+        self.tokenizer = tokenizer
+        self._image = sessions["image"]
+        self._text = sessions["text"]
+        self._fusion = sessions["fusion"]
+        self.providers: list[str] = list(self._image.get_providers())
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: Path | str,
+        providers: Sequence[str] | None = None,
+        intra_op_threads: int | None = None,
+    ) -> Encoder:
+        """Verify the manifest's checksums, then open the three sessions.
+
+        ``providers`` is an order of preference; those this onnxruntime build lacks are skipped
+        and CPU is always the last resort. Raises :class:`ModelError`.
+        """
+        directory = Path(model_dir)
+        manifest = Manifest.read(directory)
+        manifest.verify(directory)
+        chosen = choose_providers(providers, ort.get_available_providers())
+        sessions = {
+            role: _open_session(manifest.path_of(directory, role), chosen, intra_op_threads)
+            for role in ("image", "text", "fusion")
+        }
+        tokenizer = TitleTokenizer.from_file(
+            manifest.path_of(directory, "tokenizer"), manifest.max_title_tokens
+        )
+        encoder = cls(directory, manifest, sessions, tokenizer)
+        key = (manifest.model_version, *encoder.providers)
+        if key not in _logged_choices:
+            _logged_choices.add(key)
+            log.info(
+                "model %s loaded from %s on %s",
+                manifest.model_version,
+                directory,
+                ", ".join(encoder.providers),
+            )
+        return encoder
+
+    def _check_images(self, images: np.ndarray) -> np.ndarray:
+        size = self.image_spec.size
+        if images.ndim != 4 or images.shape[1:] != (3, size, size):
+            raise ModelError(
+                f"images must be [N, 3, {size}, {size}], got {list(images.shape)}",
+                reason="bad_input",
+            )
+        return np.ascontiguousarray(images, dtype=np.float32)
+
+    def image_features(self, images: np.ndarray) -> np.ndarray:
+        """Pooled image-tower output ``float32 [N, image_feature_dim]``."""
+        images = self._check_images(images)
+        return self._image.run(["features"], {"pixels": images})[0]
+
+    def text_features(self, titles: Sequence[str]) -> np.ndarray:
+        """Mean-pooled text-tower output ``float32 [N, text_feature_dim]``."""
+        ids, mask = self.tokenizer(titles)
+        return self._text.run(["features"], {"input_ids": ids, "attention_mask": mask})[0]
+
+    def encode(self, images: np.ndarray, titles: Sequence[str]) -> EncodeResult:
+        """One batch of N listings -> embeddings ``[N, D]`` and mismatch ``[N]``."""
+        images = self._check_images(images)
+        if len(titles) != images.shape[0]:
+            raise ModelError(
+                f"{images.shape[0]} images but {len(titles)} titles", reason="bad_input"
+            )
+        if images.shape[0] == 0:
+            return EncodeResult(
+                np.zeros((0, self.manifest.embedding_dim), np.float32), np.zeros(0, np.float32)
+            )
+        image_features = self.image_features(images)
+        text_features = self.text_features(titles)
+        embeddings, mismatch = self._fusion.run(
+            ["embedding", "mismatch"],
+            {"image_features": image_features, "text_features": text_features},
+        )
+        return EncodeResult(embeddings.astype(np.float32), mismatch.astype(np.float32))
