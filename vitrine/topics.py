@@ -53,13 +53,15 @@ def admin_client(settings: VitrineSettings, timeout_s: float = 10.0):  # type: i
     return admin
 
 
-def ensure_topics(settings: VitrineSettings, specs: list[TopicSpec] | None = None) -> dict[str, str]:
+def ensure_topics(
+    settings: VitrineSettings, specs: list[TopicSpec] | None = None, timeout_s: float = 10.0
+) -> dict[str, str]:
     """Create missing topics; return name -> "created" | "exists". Idempotent."""
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import NewTopic
 
     specs = topic_specs(settings) if specs is None else specs
-    admin = admin_client(settings)
+    admin = admin_client(settings, timeout_s=timeout_s)
     existing = set(admin.list_topics(timeout=10).topics)
     result = {s.name: "exists" for s in specs if s.name in existing}
     missing = [s for s in specs if s.name not in existing]

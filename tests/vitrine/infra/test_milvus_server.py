@@ -1,0 +1,87 @@
+"""The milvus-lite server is shared: one process writes, another searches the same data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from pymilvus import MilvusClient, DataType
+    uri, name = sys.argv[1], sys.argv[2]
+    client = MilvusClient(uri=uri)
+    schema = client.create_schema(auto_id=False)
+    schema.add_field("listing_id", DataType.VARCHAR, is_primary=True, max_length=64)
+    schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=4)
+    schema.add_field("category", DataType.VARCHAR, max_length=64)
+    index = client.prepare_index_params()
+    index.add_index("embedding", index_type="FLAT", metric_type="COSINE")
+    client.create_collection(name, schema=schema, index_params=index)
+    rows = [
+        {"listing_id": f"l{i}", "embedding": [1.0, float(i), 0.0, 0.0],
+         "category": "shoes" if i % 2 else "bags"}
+        for i in range(20)
+    ]
+    client.upsert(name, rows)
+    print(client.get_collection_stats(name)["row_count"])
+    """
+)
+
+SEARCHER = textwrap.dedent(
+    """
+    import json, sys
+    from pymilvus import MilvusClient
+    uri, name = sys.argv[1], sys.argv[2]
+    client = MilvusClient(uri=uri)
+    client.load_collection(name)
+    hits = client.search(
+        name, data=[[1.0, 3.0, 0.0, 0.0]], limit=3, filter='category == "shoes"',
+        output_fields=["category"], consistency_level="Strong",
+    )[0]
+    print(json.dumps([[h["id"], h["entity"]["category"]] for h in hits]))
+    """
+)
+
+
+def _run(script: str, *args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def _exact_top3(query: list[float]) -> list[str]:
+    import numpy as np
+
+    q = np.asarray(query) / np.linalg.norm(query)
+    scored = []
+    for i in range(1, 20, 2):  # the "shoes" rows
+        v = np.asarray([1.0, float(i), 0.0, 0.0])
+        scored.append((float(q @ (v / np.linalg.norm(v))), f"l{i}"))
+    return [name for _, name in sorted(scored, reverse=True)[:3]]
+
+
+def test_two_processes_share_one_server(milvus: str, unique_name: str) -> None:
+    from pymilvus import MilvusClient
+
+    try:
+        _run(WRITER, milvus, unique_name)
+        hits = json.loads(_run(SEARCHER, milvus, unique_name))
+        assert [h[0] for h in hits] == _exact_top3([1.0, 3.0, 0.0, 0.0])
+        assert {h[1] for h in hits} == {"shoes"}
+    finally:
+        client = MilvusClient(uri=milvus)
+        client.drop_collection(unique_name)
+        client.close()

@@ -1,0 +1,91 @@
+"""Settings: defaults, environment, TOML file, and errors that name the bad variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vitrine.errors import ConfigError
+from vitrine.settings import InfraSettings, load
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("VITRINE_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_use_local_services(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VITRINE_HOME", str(tmp_path))
+    s = load(InfraSettings)
+    assert s.manages_kafka and s.manages_milvus
+    assert s.bootstrap_servers == "127.0.0.1:19092"
+    assert s.milvus_endpoint == "http://127.0.0.1:19540"
+    assert s.cache == tmp_path / "cache"
+    assert s.topics == {
+        "events": "listings.events",
+        "embedded": "listings.embedded",
+        "dlq": "listings.events.dlq",
+        "recall_requests": "recall.requests",
+        "recall_replies": "recall.replies",
+    }
+
+
+def test_external_services_are_not_managed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VITRINE_KAFKA_BOOTSTRAP", "kafka-1:9092,kafka-2:9092")
+    monkeypatch.setenv("VITRINE_MILVUS_URI", "http://milvus:19530")
+    s = load(InfraSettings)
+    assert not s.manages_kafka and not s.manages_milvus
+    assert s.bootstrap_servers == "kafka-1:9092,kafka-2:9092"
+    assert s.milvus_endpoint == "http://milvus:19530"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("VITRINE_KAFKA_PORT", "abc", "VITRINE_KAFKA_PORT"),
+        ("VITRINE_KAFKA_PORT", "80", "VITRINE_KAFKA_PORT"),
+        ("VITRINE_KAFKA_BOOTSTRAP", "no-port-here", "VITRINE_KAFKA_BOOTSTRAP"),
+        ("VITRINE_MILVUS_URI", "milvus:19530", "VITRINE_MILVUS_URI"),
+        ("VITRINE_TOPIC_EVENTS", "bad topic!", "VITRINE_TOPIC_EVENTS"),
+        ("VITRINE_TOPIC_PARTITIONS", "0", "VITRINE_TOPIC_PARTITIONS"),
+        ("VITRINE_LOG_LEVEL", "LOUD", "VITRINE_LOG_LEVEL"),
+        ("VITRINE_MILVUS_COLLECTION", "has-dash", "VITRINE_MILVUS_COLLECTION"),
+    ],
+)
+def test_invalid_variable_is_named(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as info:
+        load(InfraSettings)
+    assert info.value.reason == "invalid_config"
+    assert expected in str(info.value)
+    assert repr(value) in str(info.value)
+
+
+def test_toml_file_is_read_and_env_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "vitrine.toml"
+    config.write_text('kafka_port = 29092\ntopic_partitions = 8\nlog_level = "debug"\n')
+    monkeypatch.setenv("VITRINE_CONFIG", str(config))
+    monkeypatch.setenv("VITRINE_TOPIC_PARTITIONS", "2")
+    s = load(InfraSettings)
+    assert s.kafka_port == 29092
+    assert s.topic_partitions == 2
+    assert s.log_level == "DEBUG"
+
+
+def test_missing_config_file_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VITRINE_CONFIG", str(tmp_path / "absent.toml"))
+    with pytest.raises(ConfigError, match="VITRINE_CONFIG"):
+        load(InfraSettings)
+
+
+def test_settings_are_frozen() -> None:
+    s = load(InfraSettings)
+    with pytest.raises(ValueError, match="frozen"):
+        s.kafka_port = 1  # type: ignore[misc]

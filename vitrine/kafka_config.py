@@ -1,0 +1,42 @@
+"""librdkafka configuration shared by Vitrine's confluent-kafka producers and consumers.
+
+Producers of keyed topics shared with faust (aiokafka, Java clients) must place keys on the same
+partitions: librdkafka's default partitioner (consistent_random, CRC32) differs from the Java /
+aiokafka one, so every producer here uses ``murmur2_random``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vitrine.settings import VitrineSettings
+
+KEYED_PARTITIONER = "murmur2_random"
+
+
+def producer_config(settings: VitrineSettings, **overrides: Any) -> dict[str, Any]:
+    """Durable, idempotent producer settings with Java-compatible key hashing."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "partitioner": KEYED_PARTITIONER,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "log_level": 3,
+    }
+    config.update(overrides)
+    return config
+
+
+def consumer_config(settings: VitrineSettings, group_id: str, **overrides: Any) -> dict[str, Any]:
+    """At-least-once consumer settings: offsets are stored only after the work is done."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "group.id": group_id,
+        "enable.auto.commit": True,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "log_level": 3,
+    }
+    config.update(overrides)
+    return config
