@@ -1,0 +1,140 @@
+"""Recall requests (topic ``recall.requests``) and their replies (the caller's reply topic)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Self
+
+from pydantic import Field, model_validator
+
+from . import limits
+from .fields import (
+    Amount,
+    Category,
+    ContractModel,
+    Currency,
+    FiniteFloat,
+    ListingId,
+    ModelVersion,
+    Part,
+    Price,
+    ReasonCode,
+    RequestId,
+    SellerId,
+    StrictPart,
+    Timestamp,
+    UnitInterval,
+)
+from .registry import RECALL_REPLY, RECALL_REQUEST
+
+RECALL_REQUESTS_TOPIC = "recall.requests"
+
+
+class RecallQuery(StrictPart):
+    """Exactly one of: a listing already in the index, or a raw embedding vector."""
+
+    listing_id: ListingId | None = None
+    vector: (
+        Annotated[tuple[FiniteFloat, ...], Field(min_length=1, max_length=limits.MAX_VECTOR_DIM)]
+        | None
+    ) = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        if (self.listing_id is None) == (self.vector is None):
+            raise ValueError("query needs exactly one of listing_id or vector")
+        return self
+
+
+class PriceRange(StrictPart):
+    """Items priced in ``currency`` within [min, max]; either bound may be left open."""
+
+    min: Amount | None = None
+    max: Amount | None = None
+    currency: Currency
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        # The one cross-field rule JSON Schema cannot state; readers enforce it.
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class RecallFilters(StrictPart):
+    """Constraints applied inside the vector search; every list is bounded."""
+
+    categories: (
+        Annotated[
+            tuple[Category, ...], Field(min_length=1, max_length=limits.MAX_FILTER_CATEGORIES)
+        ]
+        | None
+    ) = None
+    price_range: PriceRange | None = None
+    exclude_sellers: Annotated[
+        tuple[SellerId, ...], Field(max_length=limits.MAX_EXCLUDE_SELLERS)
+    ] = ()
+    exclude_listings: Annotated[
+        tuple[ListingId, ...], Field(max_length=limits.MAX_EXCLUDE_LISTINGS)
+    ] = ()
+    max_mismatch: UnitInterval | None = None
+
+
+class RecallRequest(ContractModel):
+    """Find the ``k`` items closest to ``query`` that pass ``filters``, before ``deadline``."""
+
+    contract = RECALL_REQUEST
+
+    request_id: RequestId
+    query: RecallQuery
+    k: Annotated[int, Field(ge=1, le=limits.MAX_K)]
+    filters: RecallFilters | None = None
+    deadline: Timestamp | None = None
+
+
+class RecallStatus(StrEnum):
+    """Outcome of one recall request."""
+
+    OK = "ok"
+    NOT_FOUND = "not_found"
+    EXPIRED = "expired"
+    INVALID = "invalid"
+    ERROR = "error"
+
+
+class RecallItem(Part):
+    """One hit, best first in the reply."""
+
+    listing_id: ListingId
+    score: FiniteFloat
+    mismatch_score: UnitInterval | None = None
+    category: Category | None = None
+    price: Price | None = None
+
+
+class RecallReply(ContractModel):
+    """The answer to one request; ``reason`` says why whenever status is not ok."""
+
+    contract = RECALL_REPLY
+
+    request_id: RequestId | None = None
+    status: RecallStatus
+    reason: ReasonCode | None = None
+    message: Annotated[str, Field(max_length=limits.MAX_MESSAGE_CHARS)] | None = None
+    items: Annotated[tuple[RecallItem, ...], Field(max_length=limits.MAX_REPLY_ITEMS)] | None = None
+    model_version: ModelVersion | None = None
+    took_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+    @model_validator(mode="after")
+    def _status_fields(self) -> Self:
+        if self.status is RecallStatus.OK:
+            missing = [
+                name
+                for name in ("request_id", "items", "model_version")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(f"ok replies need {', '.join(missing)}")
+        elif self.reason is None:
+            raise ValueError(f"{self.status.value} replies need a reason")
+        return self
