@@ -84,6 +84,9 @@ class VitrineSettings(BaseSettings):
         default=7 * 24 * 3600 * 1000, ge=-1, description="Retention of the data topics (ms)."
     )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    metrics_port: int = Field(
+        default=0, ge=0, le=65535, description="Port of this process's /metrics; 0 = off."
+    )
 
     topic_fields: ClassVar[tuple[str, ...]] = (
         "topic_events",

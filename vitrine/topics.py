@@ -32,9 +32,7 @@ def topic_specs(settings: VitrineSettings) -> list[TopicSpec]:
         if role in {"recall_requests", "recall_replies"}:
             # Requests and replies are worthless after their deadline; keep them briefly.
             config["retention.ms"] = str(min(retention, 3_600_000)) if retention > 0 else "3600000"
-        specs.append(
-            TopicSpec(name, settings.topic_partitions, settings.topic_replication, config)
-        )
+        specs.append(TopicSpec(name, settings.topic_partitions, settings.topic_replication, config))
     return specs
 
 
@@ -69,10 +67,14 @@ def ensure_topics(
         return result
     futures = admin.create_topics(
         [
-            NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication,
-                     config=s.config)
+            NewTopic(
+                s.name,
+                num_partitions=s.partitions,
+                replication_factor=s.replication,
+                config=s.config,
+            )
             for s in missing
-        ],  # fmt: skip
+        ],
         operation_timeout=30,
         request_timeout=30,
     )

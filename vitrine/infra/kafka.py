@@ -20,7 +20,6 @@ import time
 import uuid
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 
 from vitrine.errors import InfraError
 from vitrine.infra.process import find_pids, port_open, read_pid, terminate
@@ -185,9 +184,7 @@ class LocalKafka:
         host, _, port = self.settings.bootstrap_servers.split(",")[0].rpartition(":")
         if self.settings.manages_kafka and not port_open(host, int(port)):
             return False
-        admin = AdminClient(
-            {"bootstrap.servers": self.settings.bootstrap_servers, "log_level": 0}
-        )
+        admin = AdminClient({"bootstrap.servers": self.settings.bootstrap_servers, "log_level": 0})
         try:
             admin.list_topics(timeout=timeout_s)
         except Exception:

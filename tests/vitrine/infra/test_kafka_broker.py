@@ -9,8 +9,8 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import murmur2
 from confluent_kafka import Producer
 
-from vitrine.settings import InfraSettings, load
 from vitrine.kafka_config import producer_config
+from vitrine.settings import InfraSettings, load
 from vitrine.topics import TopicSpec, ensure_topics
 
 pytestmark = pytest.mark.integration

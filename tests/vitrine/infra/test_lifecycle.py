@@ -1,4 +1,4 @@
-"""`vitrine infra up/status/down` on a home and ports of its own: idempotent, nothing left behind."""
+"""`vitrine infra up/status/down` on a home and ports of its own: idempotent, leaves nothing."""
 
 from __future__ import annotations
 
@@ -14,8 +14,11 @@ from vitrine.settings import InfraSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-PORTS = {"VITRINE_KAFKA_PORT": 29192, "VITRINE_KAFKA_CONTROLLER_PORT": 29193,
-         "VITRINE_MILVUS_PORT": 29540}  # fmt: skip
+PORTS = {
+    "VITRINE_KAFKA_PORT": 29192,
+    "VITRINE_KAFKA_CONTROLLER_PORT": 29193,
+    "VITRINE_MILVUS_PORT": 29540,
+}
 
 
 def _vitrine(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,124 @@
+"""The Milvus collection of listing embeddings, shared by the embedder (writes) and the recall
+worker (reads). Everything talks to Milvus through ``MilvusClient(uri=...)``, so the same code
+runs against the local milvus-lite server, Milvus standalone and Milvus distributed.
+
+Index choice: milvus-lite 2.5.1 accepts FLAT, IVF_FLAT and AUTOINDEX (exact in practice) and
+rejects HNSW, so the local server gets FLAT/COSINE and a real Milvus gets HNSW/COSINE.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from vitrine.errors import VitrineError
+from vitrine.settings import VitrineSettings
+
+log = logging.getLogger(__name__)
+
+#: Scalar fields stored next to each embedding; recall filters and replies read them.
+SCALAR_FIELDS = (
+    "mismatch_score",
+    "category",
+    "price",
+    "currency",
+    "seller_id",
+    "version",
+    "model_version",
+    "occurred_at_ms",
+    "updated_at_ms",
+)
+HNSW_PARAMS = {"M": 16, "efConstruction": 200}
+
+
+class VectorStoreError(VitrineError):
+    """Milvus refused or failed an operation; retried by callers that can wait."""
+
+    reason = "milvus_error"
+
+
+class CollectionMismatch(VectorStoreError):
+    """The collection exists with a different embedding dimension than the model's."""
+
+    reason = "collection_dimension_mismatch"
+
+
+@dataclass(frozen=True)
+class CollectionLayout:
+    """Name, dimension and index of the listings collection."""
+
+    name: str
+    dim: int
+    index_type: str  # "FLAT" on milvus-lite, "HNSW" on Milvus server
+
+    @classmethod
+    def for_settings(cls, settings: VitrineSettings, dim: int) -> CollectionLayout:
+        """The layout for ``settings``: FLAT on the local milvus-lite server, HNSW otherwise."""
+        return cls(settings.milvus_collection, dim, "FLAT" if settings.manages_milvus else "HNSW")
+
+
+def connect(settings: VitrineSettings, timeout_s: float = 10.0) -> Any:
+    """A ``MilvusClient`` connected to the configured endpoint."""
+    from pymilvus import MilvusClient
+
+    try:
+        return MilvusClient(
+            uri=settings.milvus_endpoint, token=settings.milvus_token, timeout=timeout_s
+        )
+    except Exception as exc:
+        raise VectorStoreError(
+            f"Milvus at {settings.milvus_endpoint} did not answer ({exc}); start it with "
+            "`vitrine infra up` or fix VITRINE_MILVUS_URI"
+        ) from exc
+
+
+def ensure_collection(client: Any, layout: CollectionLayout) -> bool:
+    """Create and load the collection if missing; return True when it was created.
+
+    An existing collection with another dimension is an error, never silently recreated.
+    """
+    from pymilvus import DataType
+
+    if client.has_collection(layout.name):
+        described = client.describe_collection(layout.name)
+        for field in described.get("fields", []):
+            if field.get("name") == "embedding":
+                dim = int(field.get("params", {}).get("dim", layout.dim))
+                if dim != layout.dim:
+                    raise CollectionMismatch(
+                        f"collection {layout.name!r} holds {dim}-d embeddings but the model "
+                        f"produces {layout.dim}-d; use another VITRINE_MILVUS_COLLECTION"
+                    )
+        client.load_collection(layout.name)
+        return False
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("listing_id", DataType.VARCHAR, is_primary=True, max_length=64)
+    schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=layout.dim)
+    schema.add_field("mismatch_score", DataType.FLOAT)
+    schema.add_field("category", DataType.VARCHAR, max_length=128)
+    schema.add_field("price", DataType.DOUBLE)
+    schema.add_field("currency", DataType.VARCHAR, max_length=3)
+    schema.add_field("seller_id", DataType.VARCHAR, max_length=64)
+    schema.add_field("version", DataType.INT64)
+    schema.add_field("model_version", DataType.VARCHAR, max_length=64)
+    schema.add_field("occurred_at_ms", DataType.INT64)
+    schema.add_field("updated_at_ms", DataType.INT64)
+    index = client.prepare_index_params()
+    if layout.index_type == "HNSW":
+        index.add_index("embedding", index_type="HNSW", metric_type="COSINE", params=HNSW_PARAMS)
+    else:
+        index.add_index("embedding", index_type="FLAT", metric_type="COSINE")
+    client.create_collection(
+        layout.name, schema=schema, index_params=index, consistency_level="Strong"
+    )
+    client.load_collection(layout.name)
+    log.info("created collection %s (%d-d, %s/COSINE)", layout.name, layout.dim, layout.index_type)
+    return True
+
+
+def search_params(layout: CollectionLayout, k: int) -> dict[str, Any]:
+    """Search parameters that keep HNSW recall high for ``k`` results (pure)."""
+    if layout.index_type == "HNSW":
+        return {"metric_type": "COSINE", "params": {"ef": max(64, 2 * k)}}
+    return {"metric_type": "COSINE", "params": {}}
