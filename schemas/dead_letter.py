@@ -48,10 +48,10 @@ def _truncate(limit: int) -> BeforeValidator:
 class DeadLetter(Part):
     """Why a record went to the dead-letter topic; travels as ``vitrine.dlq.*`` headers."""
 
-    schema_version: int = Field(default=SCHEMA_VERSION, ge=1)
+    schema_version: int = Field(default=SCHEMA_VERSION, ge=SCHEMA_VERSION, le=SCHEMA_VERSION)
     topic: Annotated[str, Field(pattern=limits.TOPIC_PATTERN)]
     partition: Annotated[int, Field(ge=0, le=limits.MAX_PARTITION)]
-    offset: Annotated[int, Field(ge=0, le=limits.MAX_VERSION)]
+    offset: Annotated[int, Field(ge=0, le=limits.MAX_OFFSET)]
     stage: DeadLetterStage
     reason: ReasonCode
     message: Annotated[str, _truncate(limits.MAX_MESSAGE_CHARS)]

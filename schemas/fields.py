@@ -44,7 +44,9 @@ class ContractModel(BaseModel):
     #: Name of the JSON Schema contract this model mirrors (``schemas/json/<name>.vN.json``).
     contract: ClassVar[str]
 
-    schema_version: int = Field(default=SCHEMA_VERSION, ge=1)
+    # A model always holds the current version: readers upgrade older payloads before
+    # building it, and writers write what they are.
+    schema_version: int = Field(default=SCHEMA_VERSION, ge=SCHEMA_VERSION, le=SCHEMA_VERSION)
 
 
 class StrictPart(BaseModel):

@@ -21,7 +21,7 @@ MARKETPLACE_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 MODEL_VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$"
 REASON_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
-IMAGE_URL_PATTERN = r"^https?://[^\s]+$"
+IMAGE_URL_PATTERN = r"^https?://[!-~]+$"
 TOPIC_PATTERN = r"^[A-Za-z0-9._-]{1,249}$"
 TIMESTAMP_PATTERN = (
     r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
@@ -44,5 +44,8 @@ MAX_EXCLUDE_LISTINGS = 1000
 MAX_REPLY_ITEMS = MAX_K
 MAX_MESSAGE_CHARS = 1000
 MAX_FIELD_PATH_CHARS = 256
-MAX_PARTITION = 2**31 - 1
+#: Partition and offset travel as decimal strings in dead-letter headers; these bounds are
+#: what the header patterns allow (9 and 18 digits), far above anything Kafka reaches.
+MAX_PARTITION = 999_999_999
+MAX_OFFSET = 10**18 - 1
 MAX_ATTEMPTS = 999_999
