@@ -1,0 +1,76 @@
+"""Fusion: the Siamese item tower, the TransH hyperplane and the mismatch head (torch only).
+
+For a listing with image features ``f_i`` and text features ``f_t``:
+
+* adapters map each modality to a unit vector in a shared ``hidden_dim`` space: ``a_i``, ``a_t``;
+* TransH: with a learned unit normal ``w`` and translation ``d``, each is projected onto the
+  hyperplane, ``p = a - (wᵀa) w``, and ``delta = p_i + d - p_t`` measures how far the image is
+  from depicting the title;
+* the item tower (shared by every listing, hence Siamese when two listings are compared) reads
+  ``[a_i ; a_t]`` and outputs the L2-normalised item embedding;
+* the mismatch head reads ``delta`` and outputs the logit of P(no click).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def transh_project(e: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Project rows of ``e`` onto the hyperplane with unit normal ``w``: ``e - (wᵀe) w``."""
+    return e - (e @ w).unsqueeze(-1) * w
+
+
+def _mlp(cin: int, hidden: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(cin, hidden), nn.GELU(), nn.Linear(hidden, cout))
+
+
+class FusionModel(nn.Module):
+    """Image + text features -> item embedding, TransH quantities and mismatch logit."""
+
+    def __init__(self, image_dim: int, text_dim: int, hidden_dim: int, embedding_dim: int) -> None:
+        super().__init__()
+        self.image_adapter = _mlp(image_dim, hidden_dim, hidden_dim)
+        self.text_adapter = _mlp(text_dim, hidden_dim, hidden_dim)
+        self.normal = nn.Parameter(torch.randn(hidden_dim) / hidden_dim**0.5)
+        self.translation = nn.Parameter(torch.zeros(hidden_dim))
+        self.tower = _mlp(2 * hidden_dim, 2 * hidden_dim, embedding_dim)
+        self.mismatch_head = _mlp(hidden_dim, hidden_dim, 1)
+
+    def unit_normal(self) -> torch.Tensor:
+        """``w / ‖w‖``: the hyperplane normal is kept unit-length by construction."""
+        return F.normalize(self.normal, dim=0)
+
+    def adapt(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unit-length modality vectors ``a_i``, ``a_t``."""
+        return F.normalize(self.image_adapter(image), dim=-1), F.normalize(
+            self.text_adapter(text), dim=-1
+        )
+
+    def delta(self, a_image: torch.Tensor, a_text: torch.Tensor) -> torch.Tensor:
+        """``p_i + d - p_t`` on the TransH hyperplane."""
+        w = self.unit_normal()
+        return transh_project(a_image, w) + self.translation - transh_project(a_text, w)
+
+    def forward(
+        self, image: torch.Tensor, text: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(embedding, mismatch_logit, a_image, a_text)``."""
+        a_image, a_text = self.adapt(image, text)
+        embedding = F.normalize(self.tower(torch.cat([a_image, a_text], dim=-1)), dim=-1)
+        logit = self.mismatch_head(self.delta(a_image, a_text)).squeeze(-1)
+        return embedding, logit, a_image, a_text
+
+
+class FusionExport(nn.Module):
+    """The serving graph: features -> ``(embedding, P(no click))``."""
+
+    def __init__(self, fusion: FusionModel) -> None:
+        super().__init__()
+        self.fusion = fusion
+
+    def forward(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding, logit, _, _ = self.fusion(image, text)
+        return embedding, torch.sigmoid(logit)

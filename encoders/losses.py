@@ -1,0 +1,45 @@
+"""The three training losses (formulas in ``docs/model.md``)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from encoders.fusion import FusionModel
+
+
+def triplet_loss(
+    anchor: torch.Tensor, positive: torch.Tensor, same: torch.Tensor, margin: float
+) -> torch.Tensor:
+    """Batch-all triplet loss on co-clicked pairs with in-batch negatives.
+
+    ``anchor[i]`` and ``positive[i]`` are L2-normalised embeddings of a co-clicked pair; every
+    ``positive[j]`` with ``same[i, j]`` false is a negative for anchor ``i``. Distance is
+    ``1 - cos``. The mean is over the triplets that still violate the margin, so easy negatives
+    do not dilute the gradient as training progresses.
+    """
+    d_pos = 1.0 - (anchor * positive).sum(-1)  # [B]
+    d_all = 1.0 - anchor @ positive.T  # [B, B]
+    hinge = F.relu(margin + d_pos.unsqueeze(1) - d_all) * (~same).float()
+    active = (hinge > 1e-9).sum().clamp(min=1)
+    return hinge.sum() / active
+
+
+def transh_alignment_loss(
+    fusion: FusionModel, a_image: torch.Tensor, a_text: torch.Tensor, margin: float
+) -> torch.Tensor:
+    """Margin ranking on the TransH hyperplane: a listing's own title beats another's.
+
+    ``relu(margin + ‖p_i + d - p_t‖² - ‖p_i + d - p_t'‖²)`` where ``t'`` is the title of the next
+    listing in the batch. Only listings whose image matches their title (clicked) take part.
+    """
+    if a_image.shape[0] < 2:
+        return a_image.sum() * 0.0
+    own = fusion.delta(a_image, a_text).pow(2).sum(-1)
+    other = fusion.delta(a_image, a_text.roll(1, dims=0)).pow(2).sum(-1)
+    return F.relu(margin + own - other).mean()
+
+
+def mismatch_loss(logit: torch.Tensor, no_click: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of the mismatch head against the no-click label."""
+    return F.binary_cross_entropy_with_logits(logit, no_click.float())
