@@ -1,0 +1,214 @@
+"""The faust app of the embedder: topic, version table, intake agent, offset committer.
+
+Offsets (see docs/embedder.md, "Offsets"): the source topic is declared with ``acks=False``, so
+faust's own acking and commit bookkeeping never touch it (that is where faust issue #606 lives:
+with concurrent agents it may commit past events still in flight). Instead the intake agent
+registers every record in an :class:`~streams.ledger.OffsetLedger` as it arrives, the sink stage
+finishes it once its row, delete, skip or dead letter is durable, and :class:`Embedder` commits
+only the ledger's lowest unfinished offset per partition, through faust's consumer (which first
+flushes the producer, so table changelog, embedded events and dead letters are on the broker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from encoders.runtime import Encoder
+from streams import metrics
+from streams.executor import BlockingRunner
+from streams.fetch import ImageFetcher
+from streams.ledger import OffsetLedger
+from streams.pipeline import Pipeline
+from streams.records import SourceRecord
+from streams.settings import EmbedderSettings
+from streams.sink import MilvusSink
+
+log = logging.getLogger(__name__)
+
+VERSION_TABLE = "listing-versions"
+
+
+class FaustSender:
+    """:class:`~streams.pipeline.Sender` over the faust app's producer."""
+
+    def __init__(self, app: faust.App) -> None:
+        self._app = app
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[Any]
+    ) -> Awaitable[Any]:
+        """Queue a raw record; the awaitable resolves when the broker acknowledged it."""
+        return await self._app.producer.send(topic, key, value, None, None, headers)
+
+
+def build_app(settings: EmbedderSettings) -> faust.App:
+    """The faust app with the embedder's configuration (aiokafka transport, memory store)."""
+    return faust.App(
+        settings.app_id,
+        broker=[f"kafka://{hp.strip()}" for hp in settings.bootstrap_servers.split(",")],
+        store="memory://",
+        web_enabled=False,
+        autodiscover=False,
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        table_standby_replicas=0,
+        producer_acks=-1,
+        stream_buffer_maxsize=max(64, settings.batch_size * 2),
+        broker_max_poll_records=max(100, settings.batch_size * 4),
+        loghandlers=[],
+    )
+
+
+class Embedder:
+    """Loads the model, opens Milvus and runs the faust app until stopped."""
+
+    def __init__(self, settings: EmbedderSettings, encoder: Encoder | None = None) -> None:
+        self.settings = settings
+        self.encoder = encoder
+        self.ledger = OffsetLedger()
+        self.pipeline: Pipeline | None = None
+        self._stop = asyncio.Event()
+        self._commit_lock = asyncio.Lock()
+        self._max_events: int | None = None
+        self.app: faust.App | None = None
+
+    def request_stop(self) -> None:
+        """Stop fetching; in-flight batches are abandoned without committing them."""
+        self._stop.set()
+
+    async def commit(self) -> dict[tuple[str, int], int]:
+        """Commit every partition's lowest unfinished offset that moved; returns them."""
+        assert self.app is not None
+        async with self._commit_lock:
+            offsets = self.ledger.committable()
+            if not offsets:
+                return {}
+            tps = {TP(topic, partition): offset for (topic, partition), offset in offsets.items()}
+            # faust's commit path: flush the producer, drop revoked partitions, commit.
+            await self.app.consumer._commit_offsets(tps)
+            self.ledger.mark_committed(offsets)
+            metrics.COMMITS.inc()
+            return offsets
+
+    async def _after_batch(self) -> None:
+        await self.commit()
+        pipeline = self.pipeline
+        if (
+            self._max_events is not None
+            and pipeline is not None
+            and pipeline.finished >= self._max_events
+        ):
+            log.info("burst mode: %d events finished and committed, stopping", pipeline.finished)
+            self._stop.set()
+
+    async def run(self, max_events: int | None = None) -> int:
+        """Run until SIGTERM/SIGINT, :meth:`request_stop`, or ``max_events`` finished."""
+        settings = self.settings
+        self._max_events = max_events
+        runner = BlockingRunner(settings.encode_threads)
+        if self.encoder is None:
+            self.encoder = await runner.run(Encoder.load, settings.resolved_model_dir)
+        encoder = self.encoder
+        metrics.MODEL.labels(model_version=encoder.manifest.model_version).set(1)
+        sink = MilvusSink.for_settings(settings, encoder.manifest.embedding_dim, runner)
+        await sink.open()
+        fetcher = ImageFetcher(settings)
+        app = self.app = build_app(settings)
+        topic = app.topic(
+            settings.topic_events,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            acks=False,
+        )
+        table = app.Table(
+            VERSION_TABLE,
+            default=None,
+            schema=faust.Schema(key_serializer="raw", value_serializer="json"),
+            partitions=settings.topic_partitions,
+            use_partitioner=True,
+        )
+        pipeline = self.pipeline = Pipeline(
+            settings,
+            encoder,
+            fetcher,
+            sink,
+            FaustSender(app),
+            table,
+            self.ledger,
+            runner,
+            on_batch_done=self._after_batch,
+        )
+
+        @app.agent(topic, concurrency=1)
+        async def intake(stream: Any) -> None:
+            async for event in stream.events():
+                message = event.message
+                headers = message.headers or []
+                if isinstance(headers, dict):
+                    headers = list(headers.items())
+                await pipeline.submit(
+                    SourceRecord(
+                        message.topic,
+                        message.partition,
+                        message.offset,
+                        message.key,
+                        message.value,
+                        tuple((str(k), v) for k, v in headers),
+                    )
+                )
+
+        @app.on_partitions_revoked.connect
+        async def on_revoked(app: faust.App, revoked: set[TP], **_: Any) -> None:
+            try:
+                await self.commit()
+            except Exception as exc:  # the group may already have moved on
+                log.warning("commit before revocation failed: %r", exc)
+            pipeline.forget_partitions({(tp.topic, tp.partition) for tp in revoked})
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        metrics.serve(settings.metrics_port)
+        await app.start()
+        work = asyncio.create_task(pipeline.run(), name="embedder-pipeline")
+        ticker = asyncio.create_task(self._tick(), name="embedder-commits")
+        stopper = asyncio.create_task(self._stop.wait())
+        try:
+            done, _ = await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if work in done:
+                work.result()  # a crashed stage: raise it
+        finally:
+            sink.stopping = True
+            for task in (work, ticker, stopper):
+                task.cancel()
+            await asyncio.gather(work, ticker, stopper, return_exceptions=True)
+            try:
+                await self.commit()  # finished batches only; abandoned ones are not in it
+            except Exception as exc:
+                log.warning("final commit failed: %r", exc)
+            await app.stop()
+            await fetcher.close()
+            runner.close()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        return 0
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.commit_interval_s)
+            metrics.beat()
+            try:
+                await self.commit()
+            except Exception as exc:
+                log.warning("offset commit failed, will retry: %r", exc)

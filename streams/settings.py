@@ -1,0 +1,84 @@
+"""Settings of the embedder (``vitrine embedder``): one frozen object, validated at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from vitrine.settings import VitrineSettings
+
+
+class EmbedderSettings(VitrineSettings):
+    """``VITRINE_*`` variables of the streaming embedder; see docs/embedder.md for the table."""
+
+    model_dir: Path | None = Field(
+        default=None, description="Model directory (manifest.json + ONNX). Unset: HOME/models/cpu."
+    )
+    app_id: str = Field(
+        default="vitrine-embedder",
+        pattern=r"^[A-Za-z0-9._-]{1,200}$",
+        description="faust app id: the consumer group and the prefix of the version table topic.",
+    )
+    batch_size: int = Field(default=32, ge=1, le=4096, description="Events per micro-batch.")
+    batch_wait_ms: int = Field(
+        default=50, ge=1, le=60_000, description="Longest wait to fill a micro-batch (ms)."
+    )
+    pipeline_depth: int = Field(
+        default=2, ge=1, le=16, description="Micro-batches in flight between stages."
+    )
+    fetch_connect_timeout_s: float = Field(default=2.0, gt=0, le=60, description="TCP connect.")
+    fetch_total_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="Whole image request, body included."
+    )
+    fetch_max_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024, description="Image body cap."
+    )
+    fetch_max_redirects: int = Field(default=3, ge=0, le=10, description="Redirects followed.")
+    fetch_per_host: int = Field(default=8, ge=1, le=256, description="Connections per host.")
+    fetch_concurrency: int = Field(default=32, ge=1, le=1024, description="Fetches in flight.")
+    fetch_attempts: int = Field(
+        default=4, ge=1, le=20, description="Tries of a transient fetch failure (5xx, timeout)."
+    )
+    fetch_backoff_s: float = Field(
+        default=0.2, ge=0, le=60, description="First retry delay of a fetch; doubles per try."
+    )
+    allow_loopback_images: bool = Field(
+        default=False,
+        description="Allow image URLs on 127.0.0.0/8 and ::1 (tests and the demo only).",
+    )
+    image_max_pixels: int = Field(
+        default=40_000_000, ge=10_000, description="Decoded images with more pixels are refused."
+    )
+    image_cache_entries: int = Field(
+        default=2048, ge=0, le=1_000_000, description="LRU of preprocessed images by sha256."
+    )
+    milvus_backoff_s: float = Field(
+        default=0.5, gt=0, le=60, description="First retry delay while Milvus fails."
+    )
+    milvus_backoff_max_s: float = Field(
+        default=10.0, gt=0, le=600, description="Longest retry delay while Milvus fails."
+    )
+    encode_threads: int = Field(
+        default=2, ge=1, le=64, description="Threads of the executor (decode, encode, Milvus)."
+    )
+    commit_interval_s: float = Field(
+        default=0.5, gt=0, le=60, description="Longest time finished offsets wait to commit."
+    )
+    metrics_port: int = Field(
+        default=9464, ge=0, le=65535, description="Port of /metrics; 0 = off."
+    )
+
+    @model_validator(mode="after")
+    def _defaults(self) -> EmbedderSettings:
+        if self.model_dir is None:
+            object.__setattr__(self, "model_dir", self.home / "models" / "cpu")
+        if self.milvus_backoff_max_s < self.milvus_backoff_s:
+            raise ValueError("milvus_backoff_max_s must be >= milvus_backoff_s")
+        return self
+
+    @property
+    def resolved_model_dir(self) -> Path:
+        """The model directory, never None after validation."""
+        assert self.model_dir is not None
+        return self.model_dir

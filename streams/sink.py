@@ -1,0 +1,152 @@
+"""The Milvus sink: de-duplicated upserts and deletes, retried until Milvus answers.
+
+While Milvus fails the sink keeps retrying with capped exponential backoff, so the pipeline
+(and, through its bounded queues, the Kafka consumer) pauses: good events are never dropped or
+dead-lettered because the vector store is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from streams import metrics
+from streams.executor import BlockingRunner
+from vitrine.vectorstore import CollectionLayout, VectorStoreError, connect, ensure_collection
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+ROW_FIELDS = (
+    "listing_id",
+    "embedding",
+    "mismatch_score",
+    "category",
+    "price",
+    "currency",
+    "seller_id",
+    "version",
+    "model_version",
+    "occurred_at_ms",
+    "updated_at_ms",
+)
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """One row to write (``row`` set) or remove (``row`` None), at a listing version."""
+
+    listing_id: str
+    version: int
+    row: dict[str, Any] | None
+
+
+def newest_per_listing(mutations: Iterable[Mutation]) -> list[Mutation]:
+    """Keep one mutation per listing, the newest version (pure).
+
+    Milvus keeps both rows when one upsert batch repeats a primary key, so this runs on every
+    batch before it is written.
+    """
+    newest: dict[str, Mutation] = {}
+    for mutation in mutations:
+        kept = newest.get(mutation.listing_id)
+        if kept is None or mutation.version >= kept.version:
+            newest[mutation.listing_id] = mutation
+    return list(newest.values())
+
+
+class VectorSink(Protocol):
+    """What the pipeline needs from the vector store."""
+
+    async def write(self, mutations: Sequence[Mutation]) -> None:
+        """Apply the mutations; returns only once they are durable."""
+
+    async def fetch_rows(self, listing_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Current rows (all fields) of these listings."""
+
+
+class MilvusSink:
+    """Writes listing rows through ``MilvusClient`` on the blocking runner."""
+
+    def __init__(
+        self,
+        client_factory: Callable[[], Any],
+        layout: CollectionLayout,
+        runner: BlockingRunner,
+        backoff_s: float,
+        backoff_max_s: float,
+    ) -> None:
+        self._factory = client_factory
+        self._layout = layout
+        self._runner = runner
+        self._backoff = backoff_s
+        self._backoff_max = backoff_max_s
+        self._client: Any = None
+        self.stopping = False
+
+    @classmethod
+    def for_settings(cls, settings: Any, dim: int, runner: BlockingRunner) -> MilvusSink:
+        """A sink on the configured Milvus and collection."""
+        return cls(
+            lambda: connect(settings),
+            CollectionLayout.for_settings(settings, dim),
+            runner,
+            settings.milvus_backoff_s,
+            settings.milvus_backoff_max_s,
+        )
+
+    async def open(self) -> None:
+        """Connect and create or load the collection (retried like every call)."""
+        await self._retry("open", lambda client: ensure_collection(client, self._layout))
+
+    def _connected(self) -> Any:
+        if self._client is None:
+            self._client = self._factory()
+        return self._client
+
+    async def _retry(self, op: str, call: Callable[[Any], T]) -> T:
+        delay = self._backoff
+        while True:
+            try:
+                return await self._runner.run(lambda: call(self._connected()))
+            except VectorStoreError as exc:
+                if exc.reason == "collection_dimension_mismatch":
+                    raise
+                error: Exception = exc
+            except Exception as exc:  # pymilvus raises MilvusException, grpc and OS errors
+                error = exc
+            if self.stopping:
+                raise VectorStoreError(f"Milvus {op} abandoned at shutdown: {error}")
+            metrics.MILVUS_RETRIES.labels(op=op).inc()
+            log.warning("Milvus %s failed (%s); retrying in %.1fs", op, error, delay)
+            self._client = None  # reconnect: the server may have restarted
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._backoff_max)
+
+    async def write(self, mutations: Sequence[Mutation]) -> None:
+        """Delete removed listings and upsert the rest, one call each."""
+        unique = newest_per_listing(mutations)
+        deletes = [m.listing_id for m in unique if m.row is None]
+        rows = [m.row for m in unique if m.row is not None]
+        name = self._layout.name
+        started = time.perf_counter()
+        if deletes:
+            await self._retry("delete", lambda c: c.delete(name, ids=deletes))
+        if rows:
+            await self._retry("upsert", lambda c: c.upsert(name, rows))
+        metrics.STAGE_DURATION.labels(stage="upsert").observe(time.perf_counter() - started)
+
+    async def fetch_rows(self, listing_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Rows by listing id, for metadata-only refreshes."""
+        if not listing_ids:
+            return {}
+        ids = list(listing_ids)
+        rows = await self._retry(
+            "query",
+            lambda c: c.query(self._layout.name, ids=ids, output_fields=list(ROW_FIELDS)),
+        )
+        return {row["listing_id"]: dict(row) for row in rows}
