@@ -15,7 +15,7 @@ _ANNOTATIONS = {"$schema", "$id", "$defs", "title", "description"}
 _KNOWN = _ANNOTATIONS | {
     "$ref", "type", "enum", "const", "properties", "required", "additionalProperties",
     "minProperties", "maxProperties", "items", "minItems", "maxItems", "pattern", "minLength",
-    "maxLength", "format", "minimum", "maximum", "if", "then", "else",
+    "maxLength", "format", "minimum", "maximum", "if", "then", "else", "allOf",
 }  # fmt: skip
 
 # Unknown fields a tolerant reader must ignore; none collides with a real field name.
@@ -91,13 +91,17 @@ class SchemaStrategies:
         if len(chosen) > hi:
             chosen = set(sorted(chosen)[:hi])
         out = {name: draw(self.strategy(props[name])) for name in sorted(chosen)}
-        if "if" in node:
-            condition = self._resolve(node["if"])
+        # Conditional requirements: a top-level if/then/else, or an allOf of them.
+        for rule in [node, *node.get("allOf", ())]:
+            assert rule is node or set(rule) <= {"if", "then", "else"}, rule
+            if "if" not in rule:
+                continue
+            condition = self._resolve(rule["if"])
             holds = all(name in out for name in condition.get("required", ())) and all(
                 name not in out or _matches(out[name], self._resolve(sub))
                 for name, sub in condition.get("properties", {}).items()
             )
-            branch = node.get("then" if holds else "else", {})
+            branch = rule.get("then" if holds else "else", {})
             assert set(branch) <= {"required"}, branch
             for name in branch.get("required", ()):
                 if name not in out:

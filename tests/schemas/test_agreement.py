@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from schemas import (
@@ -47,12 +47,21 @@ MODELS: list[tuple[str, type[ContractModel], st.SearchStrategy[Any]]] = [
 ]
 
 
+def _breaks_model_only_rule(payload: dict[str, Any]) -> bool:
+    """min > max in a recall price range: the one rule JSON Schema cannot state."""
+    filters = payload.get("filters")
+    price_range = filters.get("price_range", {}) if isinstance(filters, dict) else {}
+    low, high = price_range.get("min"), price_range.get("max")
+    return low is not None and high is not None and low > high
+
+
 @pytest.mark.parametrize(("name", "model_cls"), [(n, m) for n, m, _ in MODELS])
 def test_schema_generated_payloads_build_models(name: str, model_cls: type[ContractModel]) -> None:
     @FAST
     @given(payloads(name))
     def check(payload: dict[str, Any]) -> None:
         validator_for(name).validate(payload)  # the generator itself is sound
+        assume(not _breaks_model_only_rule(payload))
         model = from_payload(payload, model_cls)
         # Everything the model kept survives a re-encode and still satisfies the schema.
         validator_for(name).validate(json.loads(encode(model)))
