@@ -64,6 +64,8 @@ def build_app(settings: EmbedderSettings) -> faust.App:
         producer_acks=-1,
         stream_buffer_maxsize=max(64, settings.batch_size * 2),
         broker_max_poll_records=max(100, settings.batch_size * 4),
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 6),
         loghandlers=[],
     )
 

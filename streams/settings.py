@@ -65,6 +65,12 @@ class EmbedderSettings(VitrineSettings):
     commit_interval_s: float = Field(
         default=0.5, gt=0, le=60, description="Longest time finished offsets wait to commit."
     )
+    session_timeout_s: float = Field(
+        default=30.0,
+        ge=6,
+        le=300,
+        description="Kafka group session timeout: how soon a killed replica's partitions move.",
+    )
     metrics_port: int = Field(
         default=9464, ge=0, le=65535, description="Port of /metrics; 0 = off."
     )

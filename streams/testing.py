@@ -108,7 +108,7 @@ def build_stub_model(
                     ["p"],
                     kernel_shape=[image_size // pool] * 2,
                     strides=[image_size // pool] * 2,
-                ),  # noqa: E501
+                ),
                 helper.make_node("Flatten", ["p"], ["f"], axis=1),
                 helper.make_node("MatMul", ["f", "w"], ["features"]),
             ],

@@ -53,6 +53,8 @@ def embedder_settings(
         fetch_attempts=2,
         milvus_backoff_s=0.2,
         commit_interval_s=0.2,
+        fetch_max_bytes=64 * 1024,
+        session_timeout_s=6.0,
     )
     ensure_topics(settings)
     return settings

@@ -1,0 +1,48 @@
+"""The embedder end to end: real broker, milvus-lite server, loopback image server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+
+from streams.app import Embedder
+from streams.settings import EmbedderSettings
+from tests.streams import scenario
+from tests.streams.harness import ImageServer, produce, read_all
+
+pytestmark = pytest.mark.integration
+
+
+def check_outcome(settings: EmbedderSettings, sc: scenario.Scenario) -> int:
+    """Milvus holds exactly the final listings once each; the DLQ exactly the poison."""
+    rows = scenario.milvus_rows(settings)
+    ids = [row["listing_id"] for row in rows]
+    assert len(ids) == len(set(ids)), "a listing has more than one row"
+    assert {row["listing_id"]: row["version"] for row in rows} == sc.final
+    letters = list(scenario.dead_letters(read_all(settings, settings.topic_dlq)))
+    unique = {pos: (value, letter) for pos, value, letter in letters}
+    got = Counter((value, letter.reason) for value, letter in unique.values())
+    assert got == Counter(sc.poison.items())
+    for value, letter in unique.values():
+        assert letter.topic == settings.topic_events
+        assert letter.message
+        assert letter.stage.value in {"decode", "validate", "fetch", "decode_image"}
+        assert value in sc.poison
+    return len(letters) - len(unique)
+
+
+def test_two_thousand_mixed_events(
+    embedder_settings: EmbedderSettings, image_server: ImageServer
+) -> None:
+    settings = embedder_settings
+    sc = scenario.build(image_server, total=2000, cap=settings.fetch_max_bytes)
+    produce(settings, settings.topic_events, sc.records)
+    embedder = Embedder(settings)
+    assert asyncio.run(embedder.run(max_events=len(sc.records))) == 0
+    assert check_outcome(settings, sc) == 0  # one clean run: no dead letter twice
+    ends = scenario.end_offsets(settings, settings.topic_partitions)
+    assert scenario.committed(settings, settings.topic_partitions) == ends
+    embedded = read_all(settings, settings.topic_embedded)
+    assert embedded, "no embedded events published"
