@@ -81,22 +81,24 @@ def _json_type(value: Any) -> str:
 def _describe(error: SchemaError) -> tuple[Reason, list[str | int], str]:
     """Reason, field path and human detail of one jsonschema error."""
     keyword = str(error.validator)
-    expected = error.validator_value
+    expected: Any = error.validator_value
     path: list[str | int] = list(error.absolute_path)
-    instance = error.instance
+    instance: Any = error.instance
+    schema: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
     reason = _KEYWORD_REASONS.get(keyword, Reason.SCHEMA_VIOLATION)
     if keyword == "required":
         present = instance if isinstance(instance, dict) else {}
         missing = next((name for name in expected if name not in present), "?")
         return reason, [*path, missing], "is required"
     if keyword == "additionalProperties":
-        known = set(error.schema.get("properties", {}))
+        known = set(schema.get("properties", {}))
         extra = sorted(name for name in instance if name not in known)
         name = extra[0] if extra else "?"
         return reason, [*path, name], f"is not a known field (known: {', '.join(sorted(known))})"
-    if keyword in ("minProperties", "maxProperties") and set(
-        error.schema.get("properties", {})
-    ) == {"listing_id", "vector"}:
+    if keyword in ("minProperties", "maxProperties") and set(schema.get("properties", {})) == {
+        "listing_id",
+        "vector",
+    }:
         return reason, path, "needs exactly one of listing_id or vector"
     if keyword == "type":
         return reason, path, f"must be of type {expected}, got {_json_type(instance)}"
