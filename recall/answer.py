@@ -1,0 +1,207 @@
+"""Answering a batch of raw requests against a :class:`VectorIndex` (no Kafka here).
+
+Every input gets exactly one reply, in input order, whatever the input: undecodable or
+out-of-contract requests are ``invalid``, late ones ``expired`` (no search), unknown seeds
+``not_found``, Milvus failures ``error`` — only the requests of the failed call, never the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from schemas import ContractError, RecallReply, RecallRequest, RecallStatus, parse_json
+from schemas.codec import from_payload
+
+from . import metrics, replies
+from .batching import SearchQuery, plan_searches
+from .errors import InvalidQuery, SearchFailed
+from .filters import filter_expression
+from .index import VectorIndex
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One request record value as read, with the monotonic time it was read."""
+
+    value: bytes | None
+    received_at: float
+
+
+def decode(value: bytes | None) -> tuple[RecallRequest | None, ContractError | None, str | None]:
+    """(request, None, request_id) or (None, error, request_id-if-salvageable)."""
+    try:
+        payload = parse_json(value, RecallRequest.contract)
+    except ContractError as exc:
+        return None, exc, None
+    request_id = replies.salvage_request_id(payload)
+    try:
+        return from_payload(payload, RecallRequest), None, request_id
+    except ContractError as exc:
+        return None, exc, request_id
+
+
+class RecallAnswerer:
+    """Turns batches of request values into replies, batching compatible searches."""
+
+    def __init__(
+        self,
+        index: VectorIndex,
+        *,
+        max_search_vectors: int = 128,
+        default_model_version: str = "unknown",
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._index = index
+        self._max_vectors = max_search_vectors
+        self._default_model = default_model_version
+        self._clock = clock
+        self._monotonic = monotonic
+
+    def answer(self, batch: Sequence[Inbound]) -> list[RecallReply]:
+        """One reply per element of ``batch``, in the same order."""
+        out: list[RecallReply | None] = [None] * len(batch)
+        now = self._clock()
+        decoded: dict[int, RecallRequest] = {}
+        for i, inbound in enumerate(batch):
+            request, error, request_id = decode(inbound.value)
+            if error is not None or request is None:
+                reason = error.reason if error is not None else "invalid_value"
+                out[i] = self._fail(inbound, RecallStatus.INVALID, reason, str(error), request_id)
+            elif replies.deadline_passed(request, now):
+                out[i] = self._fail(
+                    inbound,
+                    RecallStatus.EXPIRED,
+                    "deadline_passed",
+                    f"deadline {request.deadline.isoformat() if request.deadline else ''} "
+                    "passed before the request was read",
+                    request.request_id,
+                )
+            else:
+                decoded[i] = request
+        self._answer_valid(batch, decoded, out)
+        done = [reply for reply in out if reply is not None]
+        if len(done) != len(batch):  # a bug, not an input problem: the worker answers "error"
+            raise RuntimeError(f"{len(batch) - len(done)} requests were left without a reply")
+        return done
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _answer_valid(
+        self,
+        batch: Sequence[Inbound],
+        requests: dict[int, RecallRequest],
+        out: list[RecallReply | None],
+    ) -> None:
+        seeds: dict[int, str] = {
+            i: r.query.listing_id for i, r in requests.items() if r.query.listing_id is not None
+        }
+        stored = {}
+        if seeds:
+            try:
+                stored = self._index.lookup(sorted(set(seeds.values())))
+            except SearchFailed as exc:
+                log.warning("seed lookup failed for %d requests: %s", len(seeds), exc)
+                for i in seeds:
+                    out[i] = self._fail(
+                        batch[i],
+                        RecallStatus.ERROR,
+                        exc.reason,
+                        exc.message,
+                        requests[i].request_id,
+                    )
+        queries: list[SearchQuery[int]] = []
+        for i, request in requests.items():
+            if out[i] is not None:
+                continue
+            try:
+                expression = filter_expression(request.filters)
+                if request.query.listing_id is not None:
+                    seed = stored.get(request.query.listing_id)
+                    if seed is None:
+                        out[i] = self._fail(
+                            batch[i],
+                            RecallStatus.NOT_FOUND,
+                            "listing_not_indexed",
+                            f"listing {request.query.listing_id} is not in the index",
+                            request.request_id,
+                        )
+                        continue
+                    vector, limit = seed.vector, request.k + 1
+                else:
+                    vector, limit = self._checked_vector(request.query.vector or ()), request.k
+            except InvalidQuery as exc:
+                out[i] = self._fail(
+                    batch[i], RecallStatus.INVALID, exc.reason, exc.message, request.request_id
+                )
+                continue
+            queries.append(SearchQuery(i, vector, expression, limit))
+        for job in plan_searches(queries, self._max_vectors):
+            started = self._monotonic()
+            try:
+                results = self._index.search(job.vectors, job.expression, job.limit)
+                if len(results) != len(job.queries):
+                    raise SearchFailed(
+                        f"search returned {len(results)} result lists for "
+                        f"{len(job.queries)} vectors",
+                        reason="milvus_search_failed",
+                    )
+            except SearchFailed as exc:
+                metrics.SEARCH_FAILURES.labels(reason=exc.reason).inc()
+                log.warning("search of %d vectors failed: %s", len(job.queries), exc)
+                for query in job.queries:
+                    out[query.key] = self._fail(
+                        batch[query.key],
+                        RecallStatus.ERROR,
+                        exc.reason,
+                        exc.message,
+                        requests[query.key].request_id,
+                    )
+                continue
+            finally:
+                metrics.SEARCH_DURATION.observe(self._monotonic() - started)
+                metrics.SEARCH_BATCH_SIZE.observe(len(job.queries))
+            for query, hits in zip(job.queries, results, strict=True):
+                request = requests[query.key]
+                seed_id = request.query.listing_id
+                items = replies.select_items(hits, request.k, exclude=seed_id)
+                seed_model = stored[seed_id].model_version if seed_id in stored else None
+                first_hit_model = hits[0].model_version if hits else None
+                model = replies.safe_model_version(
+                    seed_model, first_hit_model, default=self._default_model
+                )
+                out[query.key] = replies.ok(
+                    request.request_id,
+                    items,
+                    model,
+                    self._monotonic() - batch[query.key].received_at,
+                )
+
+    def _checked_vector(self, vector: Sequence[float]) -> tuple[float, ...]:
+        if len(vector) != self._index.dim:
+            raise InvalidQuery(
+                f"query vector has {len(vector)} dimensions, the index holds {self._index.dim}",
+                reason="dimension_mismatch",
+            )
+        if math.fsum(x * x for x in vector) == 0.0:
+            raise InvalidQuery("query vector is all zeros (no direction)", reason="zero_vector")
+        return tuple(float(x) for x in vector)
+
+    def _fail(
+        self,
+        inbound: Inbound,
+        status: RecallStatus,
+        reason: str,
+        message: str,
+        request_id: str | None,
+    ) -> RecallReply:
+        return replies.failure(
+            status, reason, message, request_id, self._monotonic() - inbound.received_at
+        )

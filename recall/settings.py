@@ -1,0 +1,69 @@
+"""Settings of the recall worker and client (``VITRINE_RECALL_*`` on top of the shared ones)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from vitrine.settings import VitrineSettings
+
+ConsistencyLevel = Literal["Strong", "Bounded", "Session", "Eventually"]
+
+
+class RecallSettings(VitrineSettings):
+    """One frozen settings object for ``vitrine recall`` and :class:`recall.RecallClient`."""
+
+    metrics_port: int = Field(
+        default=9465, ge=0, le=65535, description="Port of this process's /metrics; 0 = off."
+    )
+    recall_group_id: str = Field(
+        default="vitrine-recall",
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description="Consumer group shared by the worker replicas.",
+    )
+    recall_batch_max: int = Field(
+        default=256, ge=1, le=10_000, description="Most requests read and answered together."
+    )
+    recall_poll_timeout_s: float = Field(
+        default=0.5, gt=0, le=60, description="How long one poll waits for the first request."
+    )
+    recall_max_search_vectors: int = Field(
+        default=128, ge=1, le=10_000, description="Most query vectors in one Milvus search."
+    )
+    recall_search_timeout_s: float = Field(
+        default=5.0, gt=0, le=300, description="Timeout of one Milvus lookup or search call."
+    )
+    recall_consistency_level: ConsistencyLevel = Field(
+        default="Strong",
+        description="Milvus consistency of lookups and searches. Strong: a search sees every "
+        "upsert acknowledged before the request was sent, from any process.",
+    )
+    recall_reply_timeout_s: float = Field(
+        default=15.0, gt=0, le=600, description="How long the worker retries one reply."
+    )
+    recall_session_timeout_ms: int = Field(
+        default=10_000,
+        ge=6_000,
+        le=300_000,
+        description="Consumer group session timeout: how soon a dead replica's partitions move.",
+    )
+    recall_commit_interval_ms: int = Field(
+        default=1_000, ge=100, le=60_000, description="How often stored offsets are committed."
+    )
+    recall_default_model_version: str = Field(
+        default="unknown",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$",
+        description="model_version of ok replies whose rows carry none (no hits, no seed).",
+    )
+    recall_client_timeout_s: float = Field(
+        default=5.0, gt=0, le=600, description="Client: default deadline of one request."
+    )
+    recall_client_max_pending: int = Field(
+        default=10_000, ge=1, le=1_000_000, description="Client: most requests awaiting replies."
+    )
+    recall_client_reply_retention_ms: int = Field(
+        default=600_000,
+        ge=60_000,
+        description="Client: retention of the reply topic a client creates for itself.",
+    )
