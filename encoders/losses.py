@@ -40,6 +40,11 @@ def transh_alignment_loss(
     return F.relu(margin + own - other).mean()
 
 
-def mismatch_loss(logit: torch.Tensor, no_click: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy of the mismatch head against the no-click label."""
-    return F.binary_cross_entropy_with_logits(logit, no_click.float())
+def mismatch_loss(
+    logit: torch.Tensor, no_click: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Binary cross-entropy of the mismatch head against the no-click label.
+
+    ``weight`` undoes class-balanced sampling: rows drawn at twice their natural rate weigh half.
+    """
+    return F.binary_cross_entropy_with_logits(logit, no_click.float(), weight=weight)

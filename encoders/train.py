@@ -209,6 +209,10 @@ def train(
 
         raise DataError("no co-click pairs in the train split")
     known = _coclick_set(train_pairs)
+    no_click_idx = train_idx[~clicked.numpy()[train_idx]]
+    click_idx = train_idx[clicked.numpy()[train_idx]]
+    base_rate = len(no_click_idx) / max(1, len(train_idx))
+    weights = torch.where(clicked, 2 * (1 - base_rate), 2 * base_rate).float()
     params = list(towers.fusion.parameters())
     if not config.freeze_image:
         params += list(towers.trunk.parameters())
@@ -235,7 +239,18 @@ def train(
                 np.where(flip, positives, anchors),
                 np.where(flip, anchors, positives),
             )
-            extra = train_idx[rng.integers(len(train_idx), size=b)]
+            # Mismatch rows: half no-click, half clicked, re-weighted to the true base rate so
+            # the head stays calibrated while seeing many more of the rare positives.
+            extra = (
+                np.concatenate(
+                    [
+                        no_click_idx[rng.integers(len(no_click_idx), size=b // 2)],
+                        click_idx[rng.integers(len(click_idx), size=b - b // 2)],
+                    ]
+                )
+                if len(no_click_idx) and len(click_idx)
+                else train_idx[rng.integers(len(train_idx), size=b)]
+            )
             idx = np.concatenate([anchors, positives, extra])
             feats = towers.trunk(normalise(pixels[idx], spec))
             emb, logit, a_img, a_txt = towers.fusion(feats, text[idx])
@@ -255,7 +270,7 @@ def train(
             l_align = losses.transh_alignment_loss(
                 towers.fusion, a_img[matched], a_txt[matched], config.align_margin
             )
-            l_mismatch = losses.mismatch_loss(logit[2 * b :], ~clicked[extra])
+            l_mismatch = losses.mismatch_loss(logit[2 * b :], ~clicked[extra], weights[extra])
             loss = l_triplet + config.align_weight * l_align + config.mismatch_weight * l_mismatch
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

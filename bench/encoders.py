@@ -1,0 +1,260 @@
+"""Benchmark of the encoders: decode+preprocess and inference, per profile and batch size.
+
+Measures, side by side in one run on this machine:
+
+* decode + preprocess of a photo-like JPEG (1600x1200 and 3000x2000), images/s, with and
+  without ``Image.draft`` reduced decoding, one thread and a thread pool;
+* ONNX Runtime inference per profile and batch size: image tower images/s, text tower titles/s,
+  full ``Encoder.encode`` listings/s (decode excluded);
+* peak resident memory of each profile's process.
+
+Each profile runs in its own subprocess so memory peaks do not mix. Model directories come from
+``--model PROFILE=DIR``; a profile without one is built untrained into a scratch directory
+(throughput does not depend on weights; building needs the ``train`` extra).
+
+    python bench/encoders.py --profiles cpu production --seconds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_BATCHES = {"cpu": [1, 8, 32, 128], "production": [1, 8, 32], "tiny": [1, 32]}
+TITLES = [
+    "Apple iPhone 13 Pro 128GB Graphite (Unlocked) - Excellent condition",
+    "Nike Air Max 90 Men's Running Shoes Size 10 White Red",
+    "Vintage Leica M3 Rangefinder Camera Body, serviced 2022",
+    "LEGO Star Wars 75192 Millennium Falcon UCS NEW SEALED",
+]
+
+
+def photo_jpeg(width: int, height: int, seed: int = 0) -> bytes:
+    """A photo-like JPEG (smooth gradients plus texture, so it compresses like a photo)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, size=(height // 40, width // 40, 3), dtype=np.uint8)
+    image = Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC)
+    noise = rng.normal(0, 8, size=(height, width, 3))
+    pixels = np.clip(np.asarray(image, np.float32) + noise, 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=88)
+    return buffer.getvalue()
+
+
+def rate(fn, units: int, seconds: float) -> float:
+    """Units per second of ``fn`` (each call does ``units``), after one warm-up call."""
+    fn()
+    calls, start = 0, time.perf_counter()
+    while True:
+        fn()
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds and calls >= 2:
+            return calls * units / elapsed
+
+
+def bench_decode(spec, seconds: float, threads: int) -> dict:
+    from PIL import Image
+
+    from encoders import preprocess
+
+    out = {}
+    for label, (w, h) in {"1600x1200": (1600, 1200), "3000x2000": (3000, 2000)}.items():
+        data = photo_jpeg(w, h)
+        out[f"{label} draft 1 thread"] = rate(
+            lambda d=data: preprocess.preprocess_image(d, spec), 1, seconds
+        )
+        original = Image.Image.draft
+        Image.Image.draft = lambda self, mode, size: None  # measure the same path without draft
+        try:
+            out[f"{label} no draft 1 thread"] = rate(
+                lambda d=data: preprocess.preprocess_image(d, spec), 1, seconds
+            )
+        finally:
+            Image.Image.draft = original
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            batch = [data] * (threads * 4)
+            out[f"{label} draft {threads} threads"] = rate(
+                lambda b=batch: list(pool.map(lambda d: preprocess.preprocess_image(d, spec), b)),
+                len(batch), seconds)  # fmt: skip
+    return out
+
+
+def worker(profile: str, model_dir: Path, batches: list[int], seconds: float, threads: int) -> dict:
+    """Everything measured for one profile, in this process."""
+    from encoders.runtime import Encoder
+
+    started = time.perf_counter()
+    encoder = Encoder.load(model_dir, intra_op_threads=threads)
+    load_s = time.perf_counter() - started
+    spec = encoder.image_spec
+    result = {
+        "profile": profile,
+        "model_version": encoder.manifest.model_version,
+        "providers": encoder.providers,
+        "image_size": spec.size,
+        "load_seconds": round(load_s, 2),
+        "decode_images_per_s": bench_decode(spec, seconds, threads),
+        "batches": {},
+    }
+    rng = np.random.default_rng(0)
+    for n in batches:
+        images = rng.standard_normal((n, 3, spec.size, spec.size)).astype(np.float32)
+        titles = [TITLES[i % len(TITLES)] for i in range(n)]
+        result["batches"][n] = {
+            "image_tower_images_per_s": rate(
+                lambda i=images: encoder.image_features(i), n, seconds
+            ),
+            "text_tower_titles_per_s": rate(lambda t=titles: encoder.text_features(t), n, seconds),
+            "encode_listings_per_s": rate(
+                lambda i=images, t=titles: encoder.encode(i, t), n, seconds
+            ),
+        }
+    result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return result
+
+
+def build_untrained(profile: str, directory: Path) -> Path:
+    from encoders.export import export_model
+    from encoders.profiles import get_profile
+    from encoders.train import build_towers
+
+    towers = build_towers(get_profile(profile), None, None)
+    export_model(towers, directory, {"trained": False, "note": "built by bench/encoders.py"})
+    return directory
+
+
+def machine() -> dict:
+    import onnxruntime
+
+    info = {"python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
+            "cpus": os.cpu_count(), "platform": platform.platform()}  # fmt: skip
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import PIL
+
+        info["pillow"] = PIL.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def print_tables(results: list[dict]) -> None:
+    print("\n## decode + preprocess (JPEG -> normalised tensor), images/s")
+    print("| profile | crop | case | images/s |\n|---|---|---|---|")
+    for r in results:
+        for case, value in r["decode_images_per_s"].items():
+            print(f"| {r['profile']} | {r['image_size']} | {case} | {value:.0f} |")
+    for r in results:
+        d = r["decode_images_per_s"]
+        for size in ("1600x1200", "3000x2000"):
+            ratio = d[f"{size} draft 1 thread"] / d[f"{size} no draft 1 thread"]
+            print(f"- {r['profile']}: draft speed-up on {size}: {ratio:.1f}x")
+    print("\n## inference (ONNX Runtime, decode excluded)")
+    header = "| profile | providers | batch | image tower img/s | text tower titles/s | encode/s |"
+    print(header)
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        for n, b in r["batches"].items():
+            providers = ",".join(p.removesuffix("ExecutionProvider") for p in r["providers"])
+            cells = [r["profile"], providers, str(n), f"{b['image_tower_images_per_s']:.1f}",
+                     f"{b['text_tower_titles_per_s']:.1f}", f"{b['encode_listings_per_s']:.1f}"]  # fmt: skip  # noqa: E501
+            print("| " + " | ".join(cells) + " |")
+    print("\n| profile | model load s | peak RSS MiB |\n|---|---|---|")
+    for r in results:
+        print(f"| {r['profile']} | {r['load_seconds']} | {r['peak_rss_mib']} |")
+    for r in results:
+        best = max(b["encode_listings_per_s"] for b in r["batches"].values())
+        decode = r["decode_images_per_s"]["1600x1200 draft 1 thread"]
+        print(f"- {r['profile']}: best encode {best:.1f} listings/s; 1600x1200 JPEG decode "
+              f"{decode:.0f} images/s per thread; decode/encode = {decode / best:.2f}")  # fmt: skip
+    if len(results) > 1:
+        a, b = results[0], results[-1]
+        common = set(a["batches"]) & set(b["batches"])
+        for n in sorted(common):
+            ratio = (
+                a["batches"][n]["encode_listings_per_s"] / b["batches"][n]["encode_listings_per_s"]
+            )
+            print(f"- {a['profile']} / {b['profile']} encode throughput at batch {n}: {ratio:.1f}x")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--profiles", nargs="+", default=["cpu", "production"], help="profiles to measure"
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="PROFILE=DIR",
+        help="model directory of a profile",
+    )
+    parser.add_argument("--batches", type=int, nargs="+", help="batch sizes (default per profile)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per figure (3)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="ORT intra-op threads and decode pool size",
+    )
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--worker", nargs=2, metavar=("PROFILE", "DIR"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        profile, directory = args.worker
+        batches = args.batches or DEFAULT_BATCHES.get(profile, [1, 8])
+        print(json.dumps(worker(profile, Path(directory), batches, args.seconds, args.threads)))
+        return 0
+    dirs = dict(item.split("=", 1) for item in args.model)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="vitrine-bench-") as scratch:
+        for profile in args.profiles:
+            directory = dirs.get(profile)
+            if directory is None:
+                print(f"building an untrained {profile} model for timing ...", file=sys.stderr)
+                directory = str(build_untrained(profile, Path(scratch) / profile))
+            command = [sys.executable, __file__, "--worker", profile, directory,
+                       "--seconds", str(args.seconds), "--threads", str(args.threads)]  # fmt: skip
+            if args.batches:
+                command += ["--batches", *map(str, args.batches)]
+            print(f"measuring {profile} ...", file=sys.stderr)
+            done = subprocess.run(command, capture_output=True, text=True, check=True)
+            results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    report = {"machine": machine(), "threads": args.threads, "seconds_per_figure": args.seconds,
+              "results": results}  # fmt: skip
+    print("# encoders benchmark")
+    print(json.dumps(report["machine"]))
+    print_tables(results)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
