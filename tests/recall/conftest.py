@@ -299,3 +299,20 @@ def worker(recall_env: RecallEnv) -> Iterator[WorkerThread]:
     thread = WorkerThread(recall_env.settings).start()
     yield thread
     thread.stop()
+
+
+def worker_env(settings: RecallSettings) -> dict[str, str]:
+    """Environment for a `vitrine recall` subprocess that serves ``settings``' topics."""
+    import os
+
+    return {
+        **os.environ,
+        "VITRINE_KAFKA_BOOTSTRAP": settings.bootstrap_servers,
+        "VITRINE_MILVUS_COLLECTION": settings.milvus_collection,
+        "VITRINE_TOPIC_RECALL_REQUESTS": settings.topic_recall_requests,
+        "VITRINE_TOPIC_RECALL_REPLIES": settings.topic_recall_replies,
+        "VITRINE_RECALL_GROUP_ID": settings.recall_group_id,
+        "VITRINE_RECALL_SESSION_TIMEOUT_MS": str(settings.recall_session_timeout_ms),
+        "VITRINE_RECALL_POLL_TIMEOUT_S": str(settings.recall_poll_timeout_s),
+        "VITRINE_METRICS_PORT": "0",
+    }

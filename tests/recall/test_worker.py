@@ -35,6 +35,7 @@ from .conftest import (
     assert_same_ranking,
     create_topics,
     delete_topics,
+    worker_env,
 )
 
 pytestmark = pytest.mark.integration
@@ -386,18 +387,9 @@ def test_cli_burst_mode_answers_and_exits(recall_env: RecallEnv, idle_requests) 
             ],
         )
     producer.flush(10)
-    env = {
-        **os.environ,
-        "VITRINE_KAFKA_BOOTSTRAP": s.bootstrap_servers,
-        "VITRINE_MILVUS_COLLECTION": s.milvus_collection,
-        "VITRINE_TOPIC_RECALL_REQUESTS": s.topic_recall_requests,
-        "VITRINE_TOPIC_RECALL_REPLIES": s.topic_recall_replies,
-        "VITRINE_RECALL_GROUP_ID": s.recall_group_id,
-        "VITRINE_METRICS_PORT": "0",
-    }
     done = subprocess.run(
         [sys.executable, "-m", "vitrine.cli", "recall", "--burst"],
-        env=env,
+        env=worker_env(s),
         capture_output=True,
         text=True,
         timeout=120,
