@@ -250,7 +250,12 @@ class _ReplyRouter:
     def _pump(self) -> None:
         while not self._closed.is_set():
             try:
-                messages = self._consumer.consume(num_messages=500, timeout=0.05)
+                # consume() would wait its whole timeout for a full batch: wait for one reply,
+                # then take whatever else is already fetched.
+                first = self._consumer.poll(0.05)
+                messages = [] if first is None else [first]
+                if first is not None:
+                    messages += self._consumer.consume(num_messages=500, timeout=0)
             except Exception:
                 log.exception("reply consumer failed; retrying")
                 time.sleep(0.1)
