@@ -62,8 +62,8 @@ def build_app(settings: EmbedderSettings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         table_standby_replicas=0,
         producer_acks=-1,
-        stream_buffer_maxsize=max(64, settings.batch_size * 2),
-        broker_max_poll_records=max(100, settings.batch_size * 4),
+        stream_buffer_maxsize=max(1024, settings.batch_size * 8),
+        broker_max_poll_records=max(500, settings.batch_size * 4),
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 6),
         loghandlers=[],
@@ -80,6 +80,7 @@ class Embedder:
         self.pipeline: Pipeline | None = None
         self._stop = asyncio.Event()
         self._commit_lock = asyncio.Lock()
+        self._batch_done = asyncio.Event()
         self._max_events: int | None = None
         self.app: faust.App | None = None
 
@@ -102,15 +103,19 @@ class Embedder:
             return offsets
 
     async def _after_batch(self) -> None:
-        await self.commit()
+        # Never await a commit here: faust runs the consumer in its own thread, and a commit
+        # waits there behind a fetch that may block for up to a second.
+        self._batch_done.set()
+
+    def _burst_done(self) -> bool:
         pipeline = self.pipeline
-        if (
+        return (
             self._max_events is not None
             and pipeline is not None
             and pipeline.finished >= self._max_events
-        ):
-            log.info("burst mode: %d events finished and committed, stopping", pipeline.finished)
-            self._stop.set()
+            and not self.ledger.committable()
+            and self.ledger.unfinished() == 0
+        )
 
     async def run(self, max_events: int | None = None) -> int:
         """Run until SIGTERM/SIGINT, :meth:`request_stop`, or ``max_events`` finished."""
@@ -208,9 +213,17 @@ class Embedder:
 
     async def _tick(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.commit_interval_s)
+            try:
+                await asyncio.wait_for(self._batch_done.wait(), self.settings.commit_interval_s)
+            except TimeoutError:
+                pass
+            self._batch_done.clear()
             metrics.beat()
             try:
                 await self.commit()
             except Exception as exc:
                 log.warning("offset commit failed, will retry: %r", exc)
+                continue
+            if self._burst_done():
+                log.info("burst mode: %d events finished and committed", self._max_events)
+                self._stop.set()

@@ -26,6 +26,12 @@ from encoders import synth
 log = logging.getLogger(__name__)
 
 
+class _Server(ThreadingHTTPServer):
+    # The default backlog of 5 drops SYNs under concurrent fetches: 1 s retransmit stalls.
+    request_queue_size = 512
+    daemon_threads = True
+
+
 class LoopbackImageServer:
     """Serves ``images[path]`` bytes on 127.0.0.1 from a daemon thread."""
 
@@ -34,19 +40,21 @@ class LoopbackImageServer:
         images = self.images
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 body = images.get(self.path)
-                self.send_response(200 if body is not None else 404)
+                status = "200 OK" if body is not None else "404 Not Found"
                 body = body if body is not None else b"not found"
-                self.send_header("Content-Type", "image/jpeg")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                head = (
+                    f"HTTP/1.1 {status}\r\nContent-Type: image/jpeg\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                )
+                # One write: split header/body writes meet delayed ACKs (40 ms each).
+                self.wfile.write(head.encode() + body)
 
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._server = _Server(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
         threading.Thread(target=self._server.serve_forever, daemon=True).start()

@@ -32,6 +32,12 @@ def bomb() -> bytes:
     return buf.getvalue()
 
 
+class _Server(ThreadingHTTPServer):
+    # The default backlog of 5 drops SYNs under concurrent fetches: 1 s retransmit stalls.
+    request_queue_size = 512
+    daemon_threads = True
+
+
 class ImageServer:
     """Threaded HTTP server on 127.0.0.1; ``images[path] = bytes`` or ``(status, bytes)``."""
 
@@ -50,18 +56,16 @@ class ImageServer:
                 elif isinstance(entry, tuple):
                     status, body = entry[0], entry[1]
                     extra = entry[2] if len(entry) > 2 else {}
-                self.send_response(status)
-                self.send_header("Content-Type", "image/png")
-                for k, v in extra.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                head = [f"HTTP/1.1 {status} X", "Content-Type: image/png"]
+                head += [f"{k}: {v}" for k, v in extra.items()]
+                head += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
+                # One write: split header/body writes meet delayed ACKs (40 ms each).
+                self.wfile.write("\r\n".join(head).encode() + body)
 
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)

@@ -173,9 +173,9 @@ def end_offsets(settings: Any, partitions: int) -> dict[int, int]:
     consumer = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": "wm"})
     try:
         return {
-            p: consumer.get_watermark_offsets(
-                TopicPartition(settings.topic_events, p), timeout=10
-            )[1]
+            p: consumer.get_watermark_offsets(TopicPartition(settings.topic_events, p), timeout=10)[
+                1
+            ]
             for p in range(partitions)
         }
     finally:
