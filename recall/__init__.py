@@ -6,16 +6,25 @@ batched Milvus search per group of compatible requests. See docs/recall.md.
 """
 
 from .client import AsyncRecallClient, ClientStats, RecallClient
-from .errors import RecallBackpressure, RecallClosed, RecallError, RecallTimeout
+from .errors import (
+    InvalidQuery,
+    RecallBackpressure,
+    RecallClosed,
+    RecallError,
+    RecallTimeout,
+    SearchFailed,
+)
 from .settings import RecallSettings
 
 __all__ = [
     "AsyncRecallClient",
     "ClientStats",
+    "InvalidQuery",
     "RecallBackpressure",
     "RecallClient",
     "RecallClosed",
     "RecallError",
     "RecallSettings",
     "RecallTimeout",
+    "SearchFailed",
 ]

@@ -401,3 +401,30 @@ def test_cli_burst_mode_answers_and_exits(recall_env: RecallEnv, idle_requests) 
         f"b{i}" for i in range(5)
     ]
     assert all(decode_recall_reply(m.value()).status is RecallStatus.OK for m in replies)
+
+
+def test_search_sees_an_upsert_acknowledged_before_the_request(
+    milvus: str, recall_env: RecallEnv, client: RecallClient
+) -> None:
+    """Strong consistency: a row written by another connection is found by the next request."""
+    from pymilvus import MilvusClient
+
+    writer = MilvusClient(uri=milvus)
+    row = {**recall_env.catalog.rows()[0], "listing_id": "FRESH0001", "category": "fresh"}
+    row["embedding"] = [1.0] + [0.0] * (DIM - 1)
+    try:
+        for attempt in range(3):  # new ids each time: no reliance on an earlier write
+            listing_id = f"FRESH{attempt:04d}"
+            writer.upsert(
+                recall_env.settings.milvus_collection, [{**row, "listing_id": listing_id}]
+            )
+            by_id = client.similar(listing_id, k=1, timeout=20)
+            assert by_id.status is RecallStatus.OK, by_id
+            fresh = RecallFilters(categories=("fresh",))
+            by_vector = client.similar_to_vector(row["embedding"], k=5, filters=fresh, timeout=20)
+            assert listing_id in {i.listing_id for i in by_vector.items or ()}
+    finally:
+        writer.delete(
+            recall_env.settings.milvus_collection, ids=[f"FRESH{a:04d}" for a in range(3)]
+        )
+        writer.close()
