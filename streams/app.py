@@ -12,6 +12,7 @@ flushes the producer, so table changelog, embedded events and dead letters are o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Awaitable
@@ -141,7 +142,7 @@ class Embedder:
         table = app.Table(
             VERSION_TABLE,
             default=None,
-            schema=faust.Schema(key_serializer="raw", value_serializer="json"),
+            key_type=bytes,  # raw keys: the same bytes, so the same partition, as the source
             partitions=settings.topic_partitions,
             use_partitioner=True,
         )
@@ -204,7 +205,10 @@ class Embedder:
                 await self.commit()  # finished batches only; abandoned ones are not in it
             except Exception as exc:
                 log.warning("final commit failed: %r", exc)
-            await app.stop()
+            try:
+                await asyncio.wait_for(app.stop(), 20)
+            except TimeoutError:
+                log.warning("faust did not stop within 20 s; exiting anyway")
             await fetcher.close()
             runner.close()
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -213,10 +217,8 @@ class Embedder:
 
     async def _tick(self) -> None:
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._batch_done.wait(), self.settings.commit_interval_s)
-            except TimeoutError:
-                pass
             self._batch_done.clear()
             metrics.beat()
             try:

@@ -48,6 +48,7 @@ def embedder_settings(
         model_dir=stub_model,
         allow_loopback_images=True,
         metrics_port=0,
+        batch_size=128,
         batch_wait_ms=20,
         fetch_backoff_s=0.05,
         fetch_attempts=2,

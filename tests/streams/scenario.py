@@ -124,7 +124,7 @@ def build(server: ImageServer, total: int = 2000, seed: int = 11, cap: int = 64 
     # some records): recompute it from the records.
     newest: dict[str, dict[str, Any]] = {}
 
-    for key, value in records:
+    for _key, value in records:
         if value in scenario.poison:
             continue
         event = json.loads(value)

@@ -1,0 +1,105 @@
+"""SIGKILL the embedder process at random moments; the end state must still be exact.
+
+A dead letter may be written twice when the process dies after producing it and before its
+offset is committed; the assertion de-duplicates dead letters by their (partition, offset)
+headers, as consumers of the dead-letter topic should (docs/embedder.md).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from streams.settings import EmbedderSettings
+from tests.streams import scenario
+from tests.streams.harness import ImageServer, produce
+from tests.streams.test_embedder import check_outcome
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _env(settings: EmbedderSettings) -> dict[str, str]:
+    env = dict(os.environ)
+    values = {
+        "KAFKA_BOOTSTRAP": settings.bootstrap_servers,
+        "MILVUS_URI": settings.milvus_endpoint,
+        "MILVUS_COLLECTION": settings.milvus_collection,
+        "TOPIC_EVENTS": settings.topic_events,
+        "TOPIC_EMBEDDED": settings.topic_embedded,
+        "TOPIC_DLQ": settings.topic_dlq,
+        "TOPIC_PARTITIONS": str(settings.topic_partitions),
+        "APP_ID": settings.app_id,
+        "MODEL_DIR": str(settings.model_dir),
+        "ALLOW_LOOPBACK_IMAGES": "true",
+        "METRICS_PORT": "0",
+        "BATCH_SIZE": "32",
+        "BATCH_WAIT_MS": "20",
+        "FETCH_MAX_BYTES": str(settings.fetch_max_bytes),
+        "FETCH_ATTEMPTS": "2",
+        "FETCH_BACKOFF_S": "0.05",
+        "SESSION_TIMEOUT_S": "6",
+        "COMMIT_INTERVAL_S": "0.2",
+        "LOG_LEVEL": "WARNING",
+    }
+    env.update({f"VITRINE_{k}": v for k, v in values.items()})
+    return env
+
+
+def _paced(records: list[Any], rate: float) -> Iterator[Any]:
+    started = time.monotonic()
+    for n, record in enumerate(records):
+        delay = started + n / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        yield record
+
+
+def _start(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "vitrine.cli", "embedder"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def test_sigkill_five_times_then_exact(
+    embedder_settings: EmbedderSettings, image_server: ImageServer
+) -> None:
+    settings = embedder_settings
+    sc = scenario.build(image_server, total=2000, seed=23, cap=settings.fetch_max_bytes)
+    # Events arrive over ~30 s while the embedder is killed and restarted.
+    feeder = threading.Thread(
+        target=lambda: produce(settings, settings.topic_events, _paced(sc.records, 70.0)),
+        daemon=True,
+    )
+    feeder.start()
+    env = _env(settings)
+    rng = random.Random(5)
+    kills = 0
+    progress = []
+    while kills < 5:
+        proc = _start(env)
+        time.sleep(rng.uniform(3.0, 7.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        kills += 1
+        progress.append(sum(max(0, o) for o in scenario.committed(settings, 2).values()))
+    feeder.join(120)
+    proc = _start(env)
+    try:
+        assert scenario.wait_drained(settings, settings.topic_partitions, timeout_s=150), progress
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    duplicates = check_outcome(settings, sc)
+    print(f"kills={kills} committed after each kill={progress} duplicate dead letters={duplicates}")
