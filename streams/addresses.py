@@ -49,10 +49,9 @@ def refusal(address: IPAddress, *, allow_loopback: bool = False) -> str | None:
     """Why ``address`` may not be fetched from, or None when it is a public unicast address."""
     if allow_loopback and _is_loopback(address):
         return None
-    candidates: list[IPAddress] = [address]
     inner = embedded_ipv4(address)
-    if inner is not None:
-        candidates.append(inner)
+    # An address that carries an IPv4 address is judged by it: that is where packets go.
+    candidates: list[IPAddress] = [address] if inner is None else [inner]
     if isinstance(address, ipaddress.IPv6Address) and address in _NAT64_LOCAL:
         return "a local-use NAT64 address"
     for candidate in candidates:
