@@ -29,7 +29,7 @@ VITRINE_METRICS_PORT (9465; 0 = off). See docs/recall.md.
 """
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register `vitrine recall`."""
     parser = sub.add_parser(
         "recall",

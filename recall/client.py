@@ -210,12 +210,13 @@ class _ReplyRouter:
                     ),
                 )
 
+        headers: list[tuple[str, str | bytes | None]] = [*route.request_headers()]
         try:
             self._producer.produce(
                 self.settings.topic_recall_requests,
                 value=encode(request),
                 key=key,
-                headers=route.request_headers(),
+                headers=headers,
                 on_delivery=delivered,
             )
         except BufferError as exc:

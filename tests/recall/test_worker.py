@@ -142,7 +142,8 @@ def raw_consumer(bootstrap: str, topic: str, *partitions: int):
 
 
 def wait_for(consumer, n: int, timeout_s: float = 30.0) -> list:
-    got, deadline = [], time.monotonic() + timeout_s
+    got: list = []
+    deadline = time.monotonic() + timeout_s
     while len(got) < n and time.monotonic() < deadline:
         message = consumer.poll(0.2)
         if message is not None and message.error() is None:
@@ -402,7 +403,7 @@ def test_cli_burst_mode_answers_and_exits(recall_env: RecallEnv, idle_requests) 
     assert done.returncode == 0, done.stderr
     replies = wait_for(consumer, 5)
     consumer.close()
-    assert sorted(decode_recall_reply(m.value()).request_id for m in replies) == [
+    assert sorted(str(decode_recall_reply(m.value()).request_id) for m in replies) == [
         f"b{i}" for i in range(5)
     ]
     assert all(decode_recall_reply(m.value()).status is RecallStatus.OK for m in replies)
@@ -416,7 +417,8 @@ def test_search_sees_an_upsert_acknowledged_before_the_request(
 
     writer = MilvusClient(uri=milvus)
     row = {**recall_env.catalog.rows()[0], "listing_id": "FRESH0001", "category": "fresh"}
-    row["embedding"] = [1.0] + [0.0] * (DIM - 1)
+    vector = [1.0] + [0.0] * (DIM - 1)
+    row["embedding"] = vector
     try:
         for attempt in range(3):  # new ids each time: no reliance on an earlier write
             listing_id = f"FRESH{attempt:04d}"
@@ -426,7 +428,7 @@ def test_search_sees_an_upsert_acknowledged_before_the_request(
             by_id = client.similar(listing_id, k=1, timeout=20)
             assert by_id.status is RecallStatus.OK, by_id
             fresh = RecallFilters(categories=("fresh",))
-            by_vector = client.similar_to_vector(row["embedding"], k=5, filters=fresh, timeout=20)
+            by_vector = client.similar_to_vector(vector, k=5, filters=fresh, timeout=20)
             assert listing_id in {i.listing_id for i in by_vector.items or ()}
     finally:
         writer.delete(
