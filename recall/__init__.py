@@ -5,7 +5,7 @@ reply on their own reply topic; ``RecallWorker`` (``vitrine recall``) answers th
 batched Milvus search per group of compatible requests. See docs/recall.md.
 """
 
-from .client import AsyncRecallClient, ClientStats, RecallClient
+from .client import AsyncRecallClient, RecallClient
 from .errors import (
     InvalidQuery,
     RecallBackpressure,
@@ -14,6 +14,7 @@ from .errors import (
     RecallTimeout,
     SearchFailed,
 )
+from .router import ClientStats
 from .settings import RecallSettings
 
 __all__ = [
