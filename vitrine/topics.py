@@ -36,7 +36,7 @@ def topic_specs(settings: VitrineSettings) -> list[TopicSpec]:
     return specs
 
 
-def admin_client(settings: VitrineSettings, timeout_s: float = 10.0):  # type: ignore[no-untyped-def]
+def admin_client(settings: VitrineSettings, timeout_s: float = 10.0):
     """An AdminClient that has answered a metadata request, or :class:`BrokerUnavailable`."""
     from confluent_kafka.admin import AdminClient
 
@@ -91,7 +91,7 @@ def ensure_topics(
     return result
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register `vitrine topics`."""
     topics = sub.add_parser(
         "topics",

@@ -11,7 +11,7 @@ from vitrine.infra.milvus import LocalMilvus
 from vitrine.settings import InfraSettings, load
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register `vitrine infra`."""
     infra = sub.add_parser(
         "infra",
