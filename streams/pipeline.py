@@ -289,6 +289,16 @@ class Pipeline:
 
     async def write(self, batch: list[Work]) -> None:
         """Make every side effect of the batch durable, then mark its offsets finished."""
+        for work in batch:
+            # Re-judge against the durable state, which only this stage writes, in order:
+            # after a rebalance, replayed events were judged before newer in-flight ones
+            # were written, and must not overwrite them.
+            event = work.event
+            if event is None or work.dead_letter is not None or work.verdict is Verdict.STALE:
+                continue
+            durable = ListingState.from_json(self.states.get(event.listing_id.encode()))
+            if durable is not None and durable.version > event.version:
+                work.verdict = Verdict.STALE
         deliveries = []
         for work in batch:
             if work.dead_letter is not None:
