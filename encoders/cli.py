@@ -36,11 +36,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         formatter_class=fmt,
     )
     synth.add_argument("--out", type=Path, required=True, help="directory to write (created)")
-    synth.add_argument("--listings", type=int, default=3000, help="number of listings (3000)")
+    synth.add_argument("--listings", type=int, default=6000, help="number of listings (6000)")
     synth.add_argument("--seed", type=int, default=7, help="random seed (7)")
     synth.add_argument("--image-size", type=int, default=128, help="rendered image side (128)")
     synth.add_argument("--swap-share", type=float, default=0.15, help="swapped covers (0.15)")
-    synth.add_argument("--test-share", type=float, default=0.2, help="held-out share (0.2)")
+    synth.add_argument("--test-share", type=float, default=0.1, help="held-out share (0.1)")
     synth.set_defaults(func=_synth)
 
     train = sub.add_parser(
@@ -91,7 +91,7 @@ def _train_args(
     parser.add_argument(
         "--profile", choices=sorted(PROFILES), default="cpu", help="model profile (cpu)"
     )
-    parser.add_argument("--epochs", type=int, default=6, help="training epochs (6)")
+    parser.add_argument("--epochs", type=int, default=8, help="training epochs (8)")
     parser.add_argument("--batch-size", type=int, default=32, help="co-click pairs per step (32)")
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (2e-3)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")

@@ -63,11 +63,11 @@ EXTRAS = ["edition", "collection", "model", "series", "original", "2019", "2021"
 class SynthConfig:
     """Size and shape of the generated marketplace."""
 
-    listings: int = 3000
+    listings: int = 6000
     seed: int = 7
     image_size: int = 128
     swap_share: float = 0.15
-    test_share: float = 0.2
+    test_share: float = 0.1
     coclicks_per_listing: int = 3
 
 

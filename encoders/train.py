@@ -38,7 +38,7 @@ class TrainConfig:
     """Hyper-parameters of one training run (stored in the checkpoint and the report)."""
 
     profile: str = "cpu"
-    epochs: int = 6
+    epochs: int = 8
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -46,6 +46,7 @@ class TrainConfig:
     align_margin: float = 0.5
     align_weight: float = 0.5
     mismatch_weight: float = 1.0
+    flip: bool = True  # random horizontal flips of training images
     seed: int = 0
     text_model: str | None = None  # Hugging Face-format directory; None: bundled MiniLM-L6
     image_weights: str | None = None  # torchvision-layout ResNet state dict to start from
@@ -252,7 +253,11 @@ def train(
                 else train_idx[rng.integers(len(train_idx), size=b)]
             )
             idx = np.concatenate([anchors, positives, extra])
-            feats = towers.trunk(normalise(pixels[idx], spec))
+            batch = normalise(pixels[idx], spec)
+            if config.flip:
+                flipped = torch.from_numpy(rng.random(len(idx)) < 0.5)
+                batch = torch.where(flipped[:, None, None, None], batch.flip(-1), batch)
+            feats = towers.trunk(batch)
             emb, logit, a_img, a_txt = towers.fusion(feats, text[idx])
             same = torch.tensor(
                 [
