@@ -37,7 +37,6 @@ def test_model_info_verifies_and_prints(tiny_model, capsys) -> None:
     assert json.loads(capsys.readouterr().out)["profile"] == "tiny"
 
 
-@pytest.mark.slow
 def test_synth_train_build_serve(tmp_path: Path, tiny_bert_dir: Path, capsys) -> None:
     data, run, model = tmp_path / "data", tmp_path / "run", tmp_path / "model"
     assert _run("synth", "--out", str(data), "--listings", "160", "--image-size", "72") == 0

@@ -32,9 +32,11 @@ def test_fusion_outputs() -> None:
 def test_triplet_loss_is_zero_when_positives_are_closer_by_the_margin() -> None:
     eye = torch.eye(4)
     assert losses.triplet_loss(eye, eye, torch.eye(4, dtype=torch.bool), 0.3).item() == 0.0
-    # Anchors equal to the *other* listings' positives: every triplet violates the margin.
+    # Each anchor equals another pair's positive and is orthogonal to its own: the violating
+    # triplets are 1.3 (that negative) and 0.3 (the two orthogonal ones), mean 1.9 / 3.
     swapped = eye.roll(1, dims=0)
-    assert losses.triplet_loss(eye, swapped, torch.eye(4, dtype=torch.bool), 0.3).item() > 1.0
+    loss = losses.triplet_loss(eye, swapped, torch.eye(4, dtype=torch.bool), 0.3).item()
+    assert abs(loss - 1.9 / 3) < 1e-5
 
 
 def test_triplet_loss_ignores_masked_negatives() -> None:
