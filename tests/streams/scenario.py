@@ -140,7 +140,14 @@ def build(server: ImageServer, total: int = 2000, seed: int = 11, cap: int = 64 
 
 def milvus_rows(settings: Any) -> list[dict[str, Any]]:
     """Every row of the test collection (listing_id and version)."""
-    client = connect(settings)
+    for attempt in range(5):  # the shared milvus-lite server sometimes refuses a new channel
+        try:
+            client = connect(settings)
+            break
+        except Exception:
+            if attempt == 4:
+                raise
+            time.sleep(2)
     rows: list[dict[str, Any]] = []
     iterator = client.query_iterator(
         settings.milvus_collection,
