@@ -79,6 +79,7 @@ class _Listing:
     title: str
     version: int = 0
     deleted: bool = False
+    photo: str = ""  # the shape the cover shows; another group's shape = mismatched photo
 
 
 def render_jpeg(rng: np.random.Generator, shape: str, colour: str, size: int) -> bytes:
@@ -96,15 +97,28 @@ def marketplace_events(
     seed: int = 7,
     image_size: int = 128,
     delete_share: float = 0.05,
+    mismatch_share: float = 0.0,
+    version_base: int = 0,
 ) -> Iterator[tuple[bytes, bytes]]:
-    """``(key, value)`` listing events: ``listings`` creates, then edits up to ``events``."""
+    """``(key, value)`` listing events: ``listings`` creates, then edits up to ``events``.
+
+    ``mismatch_share`` of new photos show a product of another category group than the title
+    (what the mismatch score should catch). Versions start above ``version_base``, so a later
+    run with a larger base edits the same listings instead of being skipped as stale.
+    """
     rng = np.random.default_rng(seed)
     cats = synth.categories()
     colours = list(synth.COLOURS)
     live: list[_Listing] = []
 
+    def photo_shape(item: _Listing) -> str:
+        if mismatch_share > 0 and rng.random() < mismatch_share:
+            others = [shape for _, group, shape in cats if group != item.group]
+            return others[int(rng.integers(len(others)))]
+        return item.shape
+
     def emit(item: _Listing, kind: str, price: float) -> tuple[bytes, bytes]:
-        item.version += 1
+        item.version = max(item.version, version_base) + 1
         payload: dict[str, Any] = {
             "schema_version": 1,
             "event_id": f"{item.listing_id}-{item.version}",
@@ -114,9 +128,9 @@ def marketplace_events(
             "occurred_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         }
         if kind != "deleted":
-            path = f"/img/{item.listing_id}-{item.shape}-{item.colour}.jpg"
+            path = f"/img/{item.listing_id}-{item.photo}-{item.colour}.jpg"
             if path not in server.images:
-                server.images[path] = render_jpeg(rng, item.shape, item.colour, image_size)
+                server.images[path] = render_jpeg(rng, item.photo, item.colour, image_size)
             payload.update(
                 title=item.title,
                 image_urls=[server.url(path)],
@@ -134,6 +148,7 @@ def marketplace_events(
             item = _Listing(
                 f"demo-{n:07d}", category, group, shape, colour, synth._title(rng, group, colour)
             )
+            item.photo = photo_shape(item)
             live.append(item)
             yield emit(item, "created", float(rng.uniform(5, 500)))
             continue
@@ -147,6 +162,7 @@ def marketplace_events(
         else:
             item.colour = colours[int(rng.integers(len(colours)))]
             item.title = synth._title(rng, item.group, item.colour)
+            item.photo = photo_shape(item)
             yield emit(item, "updated", float(rng.uniform(5, 500)))
 
 
