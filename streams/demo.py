@@ -79,7 +79,8 @@ class _Listing:
     title: str
     version: int = 0
     deleted: bool = False
-    photo: str = ""  # the shape the cover shows; another group's shape = mismatched photo
+    photo: str = ""  # what the cover shows; another group's shape = a mismatched photo
+    photo_colour: str = ""
 
 
 def render_jpeg(rng: np.random.Generator, shape: str, colour: str, size: int) -> bytes:
@@ -111,11 +112,13 @@ def marketplace_events(
     colours = list(synth.COLOURS)
     live: list[_Listing] = []
 
-    def photo_shape(item: _Listing) -> str:
+    def choose_photo(item: _Listing) -> None:
+        # A mismatched photo shows another group's product in any colour, as in training data.
+        item.photo, item.photo_colour = item.shape, item.colour
         if mismatch_share > 0 and rng.random() < mismatch_share:
             others = [shape for _, group, shape in cats if group != item.group]
-            return others[int(rng.integers(len(others)))]
-        return item.shape
+            item.photo = others[int(rng.integers(len(others)))]
+            item.photo_colour = colours[int(rng.integers(len(colours)))]
 
     def emit(item: _Listing, kind: str, price: float) -> tuple[bytes, bytes]:
         item.version = max(item.version, version_base) + 1
@@ -128,9 +131,9 @@ def marketplace_events(
             "occurred_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         }
         if kind != "deleted":
-            path = f"/img/{item.listing_id}-{item.photo}-{item.colour}.jpg"
+            path = f"/img/{item.listing_id}-{item.photo}-{item.photo_colour}.jpg"
             if path not in server.images:
-                server.images[path] = render_jpeg(rng, item.photo, item.colour, image_size)
+                server.images[path] = render_jpeg(rng, item.photo, item.photo_colour, image_size)
             payload.update(
                 title=item.title,
                 image_urls=[server.url(path)],
@@ -148,7 +151,7 @@ def marketplace_events(
             item = _Listing(
                 f"demo-{n:07d}", category, group, shape, colour, synth._title(rng, group, colour)
             )
-            item.photo = photo_shape(item)
+            choose_photo(item)
             live.append(item)
             yield emit(item, "created", float(rng.uniform(5, 500)))
             continue
@@ -162,7 +165,7 @@ def marketplace_events(
         else:
             item.colour = colours[int(rng.integers(len(colours)))]
             item.title = synth._title(rng, item.group, item.colour)
-            item.photo = photo_shape(item)
+            choose_photo(item)
             yield emit(item, "updated", float(rng.uniform(5, 500)))
 
 
