@@ -8,6 +8,9 @@ external services, those are used as they are.
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 
@@ -56,3 +59,35 @@ def milvus(infra_settings: InfraSettings) -> Iterator[str]:
 def unique_name() -> str:
     """A name no other test uses: topics, groups and collections are per test."""
     return f"t_{uuid.uuid4().hex[:12]}"
+
+
+def ensure_debian_package(binary: str, package: str) -> str:
+    """Path of ``binary``; installs Debian's ``package`` first when it is missing (as root)."""
+    found = shutil.which(binary)
+    if found:
+        return found
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.fail(f"{binary} is missing and cannot be installed here: apt-get install {package}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, timeout=600)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", package],
+        check=True,
+        env=env,
+        timeout=600,
+    )
+    found = shutil.which(binary)
+    assert found, f"{package} installed but {binary} is still not on PATH"
+    return found
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """Path of promtool (Debian package `prometheus`)."""
+    return ensure_debian_package("promtool", "prometheus")
+
+
+@pytest.fixture(scope="session")
+def prometheus_binary() -> str:
+    """Path of the Prometheus server (Debian package `prometheus`)."""
+    return ensure_debian_package("prometheus", "prometheus")

@@ -415,6 +415,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
             milvus_rows=count_rows(settings),
             model_version=model_version,
         )
+        figures["listings_live"] = len(set(marketplace.listings) - marketplace.deleted)
         figures["start_offsets"] = monitor.start_offsets
         figures["drained"] = embedder_lag(settings, settings.app_id) == 0
         return figures

@@ -147,6 +147,7 @@ def render_summary(figures: Mapping[str, Any]) -> str:
         ("events produced", f"{figures['events_produced']} ({figures['poison_produced']} poison)"),
         ("outcomes written", outcomes),
         ("listings embedded", str(figures["listings_embedded_this_run"])),
+        ("listings live", str(figures.get("listings_live", "-"))),
         ("rows in Milvus", "-" if figures["milvus_rows"] is None else str(figures["milvus_rows"])),
         ("freshness", " | ".join(f"{k} {_seconds(v)}" for k, v in fresh.items())),
         ("mismatch share", "-" if share is None else f"{share:.1%} scored > {MISMATCH_THRESHOLD}"),
