@@ -1,17 +1,13 @@
 #!/usr/bin/env bash
-# The main job end to end on the embedded defaults: installs what is missing, starts the local
-# Kafka broker and milvus-lite server, creates the topics, and runs the demo.
-# Options go to `vitrine demo` (see `.venv/bin/vitrine demo --help`).
+# The main job end to end on the embedded defaults, in one command: installs what is missing,
+# then `vitrine demo` starts the local Kafka broker and milvus-lite server (unless they already
+# run or VITRINE_KAFKA_BOOTSTRAP / VITRINE_MILVUS_URI point elsewhere), builds the cpu model if
+# it is not cached, creates the topics, starts the embedder and the recall worker, streams a
+# synthetic marketplace, shows live figures and recall answers, stops what it started and prints
+# a summary. Options go to `vitrine demo`, e.g. scripts/run.sh --duration 120 --rate 50
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/bootstrap.sh dev,train
 export HF_HUB_OFFLINE=1
-
-.venv/bin/vitrine infra up
-.venv/bin/vitrine topics create
-if .venv/bin/vitrine demo --help >/dev/null 2>&1; then
-  exec .venv/bin/vitrine demo "$@"
-fi
-echo "run: the demo command is not built yet; the broker and milvus-lite server are running."
-echo "run: stop them with: .venv/bin/vitrine infra down"
+exec .venv/bin/vitrine demo "$@"
