@@ -6,7 +6,8 @@ with concurrent agents it may commit past events still in flight). Instead the i
 registers every record in an :class:`~streams.ledger.OffsetLedger` as it arrives, the sink stage
 finishes it once its row, delete, skip or dead letter is durable, and :class:`Embedder` commits
 only the ledger's lowest unfinished offset per partition, through faust's consumer (which first
-flushes the producer, so table changelog, embedded events and dead letters are on the broker).
+flushes the producer). The sink itself waits until the batch's dead letters, version-table
+changelog records and embedded events are acknowledged before it finishes any offset.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from streams.pipeline import Pipeline
 from streams.records import SourceRecord
 from streams.settings import EmbedderSettings
 from streams.sink import MilvusSink
+from streams.state import VersionTable
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ VERSION_TABLE = "listing-versions"
 
 
 class FaustSender:
-    """:class:`~streams.pipeline.Sender` over the faust app's producer."""
+    """:class:`~streams.writer.Sender` over the faust app's producer."""
 
     def __init__(self, app: faust.App) -> None:
         self._app = app
@@ -139,13 +141,16 @@ class Embedder:
             value_serializer="raw",
             acks=False,
         )
-        table = app.Table(
-            VERSION_TABLE,
+        table = VersionTable(
+            app,
+            name=VERSION_TABLE,
             default=None,
+            beacon=app.tables.beacon,
             key_type=bytes,  # raw keys: the same bytes, so the same partition, as the source
             partitions=settings.topic_partitions,
             use_partitioner=True,
         )
+        app.tables.add(table)
         pipeline = self.pipeline = Pipeline(
             settings,
             encoder,

@@ -78,10 +78,3 @@ def after_write(event: ListingEvent, image_sha256: str | None) -> ListingState:
         return ListingState(event.version, deleted=True)
     assert event.title is not None
     return ListingState(event.version, False, title_hash(event.title), image_sha256)
-
-
-def after_dead_letter(state: ListingState | None, event: ListingEvent) -> ListingState:
-    """A valid event whose image failed: its version counts as seen; the row is unchanged."""
-    if state is None:
-        return ListingState(event.version, deleted=False)
-    return ListingState(event.version, state.deleted, state.title_hash, state.image_sha256)

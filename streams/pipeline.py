@@ -1,10 +1,17 @@
 """The embedder's stages, independent of faust: prepare -> encode -> sink, overlapped.
 
 ``prepare`` decodes, judges versions, fetches and preprocesses images for batch k+1 while
-``encode`` runs the towers on batch k and ``sink`` writes batch k-1; the queues between them
-are bounded, so a slow or failing stage (Milvus down) pauses everything upstream, down to the
-Kafka consumer. Batches leave ``sink`` in the order they were formed, and only ``sink`` marks
-offsets finished in the :class:`~streams.ledger.OffsetLedger`.
+``encode`` runs the towers on batch k and ``sink`` (:class:`~streams.writer.BatchWriter`)
+writes batch k-1; the queues between them are bounded, so a slow or failing stage (Milvus down)
+pauses everything upstream, down to the Kafka consumer. Batches leave ``sink`` in the order
+they were formed, and only ``sink`` marks offsets finished in the
+:class:`~streams.ledger.OffsetLedger`.
+
+Which version a listing's row ends at does not depend on batching or arrival order: the row
+holds the newest version that could be written (valid, image fetched and decoded, encoded) and
+is not older than a delete. A dead-lettered version does not count as seen, so an older valid
+version that arrives after it is still written, and within a batch the newest version of a
+listing that fails falls back to the next newest.
 """
 
 from __future__ import annotations
@@ -13,25 +20,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-from typing import Any, Protocol
 
 import numpy as np
 
 from encoders.errors import EncoderError, ImageError
 from encoders.preprocess import preprocess_image
 from encoders.runtime import Encoder
-from schemas import (
-    ContractError,
-    DeadLetter,
-    DeadLetterStage,
-    EmbeddedEvent,
-    Outcome,
-    dead_letter_headers,
-    decode_listing_event,
-    encode,
-    freshness_seconds,
-)
+from schemas import ContractError, DeadLetter, DeadLetterStage, ListingEvent, decode_listing_event
 from schemas.errors import Reason
 from streams import guard, metrics
 from streams.cache import ImageCache
@@ -42,31 +37,14 @@ from streams.guard import ListingState, Verdict
 from streams.ledger import OffsetLedger
 from streams.records import SourceRecord, Work
 from streams.settings import EmbedderSettings
-from streams.sink import Mutation, VectorSink
+from streams.sink import VectorSink
+from streams.state import PendingStates, StateStore
+from streams.writer import BatchWriter, Sender
 from vitrine.errors import VitrineError
 
 log = logging.getLogger(__name__)
 
 _DECODE_REASONS = {Reason.MALFORMED_JSON, Reason.PAYLOAD_TOO_LARGE, Reason.NOT_AN_OBJECT}
-
-
-class Sender(Protocol):
-    """Produces raw records; the returned awaitable resolves once the broker has them."""
-
-    async def send(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: list[Any]
-    ) -> Awaitable[Any]:
-        """Queue one record for sending."""
-
-
-class StateStore(Protocol):
-    """The durable per-listing state (a faust table in production, a dict in tests)."""
-
-    def get(self, key: bytes) -> Any:
-        """The stored value or None."""
-
-    def __setitem__(self, key: bytes, value: Any) -> None:
-        """Store a value (and its changelog record)."""
 
 
 class Pipeline:
@@ -89,19 +67,31 @@ class Pipeline:
         self.model_version = encoder.manifest.model_version
         self.fetcher = fetcher
         self.sink = sink
-        self.sender = sender
         self.states = states
         self.ledger = ledger
         self.runner = runner
         self.cache = ImageCache(settings.image_cache_entries)
         self.on_batch_done = on_batch_done
-        self.finished = 0
+        self.pending = PendingStates()
+        self.writer = BatchWriter(
+            settings,
+            self.model_version,
+            sink,
+            sender,
+            states,
+            self.pending,
+            ledger,
+            reembed=self._reembed,
+        )
         depth = settings.pipeline_depth
         self._intake: asyncio.Queue[SourceRecord] = asyncio.Queue(settings.batch_size * 2)
         self._prepared: asyncio.Queue[list[Work]] = asyncio.Queue(depth)
         self._encoded: asyncio.Queue[list[Work]] = asyncio.Queue(depth)
-        # States decided by `prepare` but not yet written by `sink`: key -> (partition, state).
-        self._overlay: dict[bytes, tuple[int, ListingState]] = {}
+
+    @property
+    def finished(self) -> int:
+        """Events whose side effects are durable and offsets finished."""
+        return self.writer.finished
 
     # -- feeding -----------------------------------------------------------------------------
 
@@ -112,9 +102,8 @@ class Pipeline:
         await self._intake.put(record)
 
     def forget_partitions(self, partitions: set[tuple[str, int]]) -> None:
-        """Revoked partitions: drop their overlay entries and ledger rows."""
-        numbers = {p for _, p in partitions}
-        self._overlay = {k: v for k, v in self._overlay.items() if v[0] not in numbers}
+        """Revoked partitions: drop their pending states and ledger rows."""
+        self.pending.forget({p for _, p in partitions})
         for topic, partition in partitions:
             self.ledger.forget(topic, partition)
 
@@ -156,7 +145,7 @@ class Pipeline:
     async def _sink_loop(self) -> None:
         while True:
             batch = await self._encoded.get()
-            await self.write(batch)
+            await self.writer.write(batch)
             metrics.beat()
             if self.on_batch_done is not None:
                 await self.on_batch_done()
@@ -164,8 +153,9 @@ class Pipeline:
     # -- stage 1: decode, judge, fetch, preprocess ----------------------------------------------
 
     def _state_of(self, key: bytes) -> ListingState | None:
-        if key in self._overlay:
-            return self._overlay[key][1]
+        pending = self.pending.get(key)
+        if pending is not None:
+            return pending
         return ListingState.from_json(self.states.get(key))
 
     def _dead_letter(self, work: Work, error: VitrineError, stage: DeadLetterStage) -> None:
@@ -179,57 +169,61 @@ class Pipeline:
             model_version=self.model_version,
         )
 
+    def _decode(self, work: Work) -> ListingEvent | None:
+        """The record's event, or None after dead-lettering it."""
+        try:
+            event = decode_listing_event(work.record.value)
+        except ContractError as exc:
+            decoding = exc.reason in _DECODE_REASONS
+            stage = DeadLetterStage.DECODE if decoding else DeadLetterStage.VALIDATE
+            self._dead_letter(work, exc, stage)
+            return None
+        if work.record.key is not None and work.record.key != event.listing_id.encode():
+            error = ContractError("record key differs from listing_id", reason=Reason.INVALID_VALUE)
+            error.field = "key"
+            self._dead_letter(work, error, DeadLetterStage.VALIDATE)
+            return None
+        return event
+
     async def prepare(self, records: list[SourceRecord]) -> list[Work]:
         """Decode, judge and fetch one batch; every record comes back as a :class:`Work`."""
         batch = [Work(record) for record in records]
-        latest: dict[bytes, Work] = {}
+        candidates: dict[bytes, list[Work]] = {}
         for work in batch:
-            try:
-                event = decode_listing_event(work.record.value)
-            except ContractError as exc:
-                stage = (
-                    DeadLetterStage.DECODE
-                    if exc.reason in _DECODE_REASONS
-                    else DeadLetterStage.VALIDATE
-                )
-                self._dead_letter(work, exc, stage)
+            event = work.event = self._decode(work)
+            if event is None:
                 continue
             key = event.listing_id.encode()
-            if work.record.key is not None and work.record.key != key:
-                error = ContractError(
-                    "record key differs from listing_id", reason=Reason.INVALID_VALUE
-                )
-                error.field = "key"
-                self._dead_letter(work, error, DeadLetterStage.VALIDATE)
-                continue
-            work.event = event
-            earlier = latest.get(key)
-            if earlier is None:
-                view = work.base = self._state_of(key)
-            else:
-                # Judge against the newest version seen; the row is still the earlier base.
-                view, work.base = earlier.extra["view"], earlier.base
-            work.verdict = guard.judge(view, event)
-            if work.verdict is Verdict.STALE:
-                continue
-            if earlier is not None:
-                # A newer version in the same batch supersedes it: never fetched or written.
-                earlier.verdict = Verdict.STALE
-            work.extra["view"] = ListingState(event.version, False)
-            latest[key] = work
-        await asyncio.gather(*(self._load_image(w) for w in batch if w.verdict is Verdict.EMBED))
-        for key, work in latest.items():
-            if work.verdict is Verdict.STALE:
-                continue
-            assert work.event is not None
-            if work.dead_letter is not None:
-                state = guard.after_dead_letter(work.base, work.event)
-            else:
-                state = guard.after_write(work.event, work.image_sha256)
-            self._overlay[key] = (work.record.partition, state)
+            work.base = self._state_of(key)
+            work.verdict = guard.judge(work.base, event)
+            if work.verdict is not Verdict.STALE:
+                candidates.setdefault(key, []).append(work)
+        winners = await asyncio.gather(*(self._choose(works) for works in candidates.values()))
+        for key, winner in zip(candidates, winners, strict=True):
+            if winner is not None:
+                assert winner.event is not None
+                state = guard.after_write(winner.event, winner.image_sha256)
+                self.pending.decide(key, winner.record.partition, state, winner)
         return batch
 
-    async def _load_image(self, work: Work) -> None:
+    async def _choose(self, works: list[Work]) -> Work | None:
+        """The newest of one listing's versions in the batch that loads; the rest are stale.
+
+        Versions are tried newest first; one whose image fails is dead-lettered and the next
+        newest is tried, so the batch ends where one-event batches would have.
+        """
+        winner = None
+        for work in sorted(works, key=lambda w: w.event.version, reverse=True):  # type: ignore[union-attr]
+            if winner is not None:
+                work.verdict = Verdict.STALE  # superseded: never fetched or written
+                continue
+            if work.verdict is Verdict.EMBED:
+                await self._load_image(work)
+            if work.dead_letter is None:
+                winner = work
+        return winner
+
+    async def _load_image(self, work: Work, reuse_row: bool = True) -> None:
         assert work.event is not None and work.event.cover_url is not None
         started = time.perf_counter()
         try:
@@ -240,7 +234,7 @@ class Pipeline:
         finally:
             metrics.STAGE_DURATION.labels(stage="fetch").observe(time.perf_counter() - started)
         work.image_sha256 = image.sha256
-        if guard.is_unchanged(work.base, work.event, image.sha256):
+        if reuse_row and guard.is_unchanged(work.base, work.event, image.sha256):
             work.unchanged = True
             return
         cached = self.cache.get(image.sha256)
@@ -278,6 +272,7 @@ class Pipeline:
         except EncoderError as exc:
             for work in todo:
                 self._dead_letter(work, exc, DeadLetterStage.ENCODE)
+                self.pending.release(work.event.listing_id.encode(), work)  # type: ignore[union-attr]
             return
         metrics.STAGE_DURATION.labels(stage="encode").observe(time.perf_counter() - started)
         for i, work in enumerate(todo):
@@ -285,132 +280,10 @@ class Pipeline:
             work.mismatch = float(result.mismatch[i])
             work.tensor = None
 
-    # -- stage 3: dead letters, Milvus, state, embedded events -----------------------------------
-
-    async def write(self, batch: list[Work]) -> None:
-        """Make every side effect of the batch durable, then mark its offsets finished."""
-        for work in batch:
-            # Re-judge against the durable state, which only this stage writes, in order:
-            # after a rebalance, replayed events were judged before newer in-flight ones
-            # were written, and must not overwrite them.
-            event = work.event
-            if event is None or work.dead_letter is not None or work.verdict is Verdict.STALE:
-                continue
-            durable = ListingState.from_json(self.states.get(event.listing_id.encode()))
-            if durable is not None and durable.version > event.version:
-                work.verdict = Verdict.STALE
-        deliveries = []
-        for work in batch:
-            if work.dead_letter is not None:
-                record = work.record
-                headers = dead_letter_headers(list(record.headers), work.dead_letter)
-                deliveries.append(
-                    await self.sender.send(
-                        self.settings.topic_dlq, record.key, record.value, headers
-                    )
-                )
-        if deliveries:
-            await asyncio.gather(*deliveries)
-        await self._fill_unchanged(batch)
-        now = datetime.now(UTC)
-        now_ms = int(now.timestamp() * 1000)
-        mutations = [m for w in batch if (m := self._mutation(w, now_ms)) is not None]
-        if mutations:
-            await self.sink.write(mutations)
-        for work in batch:
-            await self._account(work, now)
-        for work in batch:
-            self.ledger.finish(work.record.topic, work.record.partition, work.record.offset)
-        self.finished += len(batch)
-        metrics.IN_FLIGHT.dec(len(batch))
-
-    async def _fill_unchanged(self, batch: list[Work]) -> None:
-        unchanged = [w for w in batch if w.unchanged and w.dead_letter is None]
-        if not unchanged:
-            return
-        rows = await self.sink.fetch_rows([w.event.listing_id for w in unchanged])  # type: ignore[union-attr]
-        missing = []
-        for work in unchanged:
-            row = rows.get(work.event.listing_id)  # type: ignore[union-attr]
-            if row is None:
-                missing.append(work)
-            else:
-                work.embedding = np.asarray(row["embedding"], dtype=np.float32)
-                work.mismatch = float(row["mismatch_score"])
-        if missing:
-            # The row vanished (another writer, a wiped collection): embed it again.
-            for work in missing:
-                work.unchanged = False
-                await self._load_image(work)
-            await self.encode(missing)
-
-    def _mutation(self, work: Work, now_ms: int) -> Mutation | None:
-        event = work.event
-        if event is None or work.dead_letter is not None or work.verdict is Verdict.STALE:
-            return None
-        if work.verdict is Verdict.DELETE:
-            return Mutation(event.listing_id, event.version, None)
-        if work.embedding is None:
-            return None
-        assert event.price is not None
-        row = {
-            "listing_id": event.listing_id,
-            "embedding": work.embedding.tolist(),
-            "mismatch_score": float(work.mismatch or 0.0),
-            "category": event.category or "",
-            "price": float(event.price.amount),
-            "currency": event.price.currency,
-            "seller_id": event.seller_id or "",
-            "version": event.version,
-            "model_version": self.model_version,
-            "occurred_at_ms": int(event.occurred_at.timestamp() * 1000),
-            "updated_at_ms": now_ms,
-        }
-        return Mutation(event.listing_id, event.version, row)
-
-    async def _account(self, work: Work, now: datetime) -> None:
-        event = work.event
-        if work.dead_letter is not None:
-            metrics.EVENTS.labels(outcome="dead_lettered", reason=work.dead_letter.reason).inc()
-        elif event is not None and work.verdict is Verdict.STALE:
-            metrics.EVENTS.labels(outcome="skipped_stale", reason="").inc()
-            return
-        if event is None or work.verdict is Verdict.STALE:
-            return
-        key = event.listing_id.encode()
-        if work.dead_letter is not None:
-            state = guard.after_dead_letter(work.base, event)
-        elif work.verdict is Verdict.EMBED and work.embedding is None:
-            return
-        else:
-            state = guard.after_write(event, work.image_sha256)
-        self.states[key] = state.to_json()
-        pending = self._overlay.get(key)
-        if pending is not None and pending[1].version <= state.version:
-            del self._overlay[key]
-        if work.dead_letter is not None:
-            return
-        if work.verdict is Verdict.DELETE:
-            outcome = Outcome.DELETED
-        else:
-            outcome = Outcome.UNCHANGED if work.unchanged else Outcome.EMBEDDED
-        fresh = freshness_seconds(event.occurred_at, now)
-        metrics.EVENTS.labels(outcome=outcome.value, reason="").inc()
-        metrics.FRESHNESS.labels(outcome=outcome.value).observe(fresh)
-        if work.mismatch is not None:
-            metrics.MISMATCH.labels(model_version=self.model_version).observe(work.mismatch)
-        embedded = EmbeddedEvent(
-            event_id=event.event_id,
-            listing_id=event.listing_id,
-            version=event.version,
-            outcome=outcome,
-            model_version=self.model_version,
-            mismatch_score=None if outcome is Outcome.DELETED else work.mismatch,
-            occurred_at=event.occurred_at,
-            embedded_at=now,
-            freshness_seconds=fresh,
-        )
-        await self.sender.send(self.settings.topic_embedded, key, encode(embedded), [])
+    async def _reembed(self, works: list[Work]) -> None:
+        """Fetch and encode again rows that were to be reused but vanished from Milvus."""
+        await asyncio.gather(*(self._load_image(w, reuse_row=False) for w in works))
+        await self.encode(works)
 
 
 __all__ = ["EmbedderError", "Pipeline"]

@@ -30,6 +30,15 @@ SCALAR_FIELDS = (
     "updated_at_ms",
 )
 HNSW_PARAMS = {"M": 16, "efConstruction": 200}
+#: gRPC channel options of every client. pymilvus sends keepalive pings every 10 s, even on an
+#: idle channel; a gRPC server with the default ping policy (milvus-lite's) allows one ping per
+#: 5 minutes without calls and answers more with GOAWAY "too_many_pings", which fails the calls
+#: on that connection, and pymilvus shares one connection per address in a process. Calls carry
+#: their own timeouts, so idle channels need no pings.
+GRPC_OPTIONS = {
+    "grpc.keepalive_time_ms": 600_000,
+    "grpc.keepalive_permit_without_calls": False,
+}
 
 
 class VectorStoreError(VitrineError):
@@ -64,7 +73,10 @@ def connect(settings: VitrineSettings, timeout_s: float = 10.0) -> Any:
 
     try:
         return MilvusClient(
-            uri=settings.milvus_endpoint, token=settings.milvus_token, timeout=timeout_s
+            uri=settings.milvus_endpoint,
+            token=settings.milvus_token,
+            timeout=timeout_s,
+            grpc_options=dict(GRPC_OPTIONS),
         )
     except Exception as exc:
         raise VectorStoreError(
@@ -90,6 +102,8 @@ def ensure_collection(client: Any, layout: CollectionLayout) -> bool:
                         f"collection {layout.name!r} holds {dim}-d embeddings but the model "
                         f"produces {layout.dim}-d; use another VITRINE_MILVUS_COLLECTION"
                     )
+        if not client.list_indexes(layout.name):  # a start that died before the index
+            _create_index(client, layout)
         client.load_collection(layout.name)
         return False
     schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -104,17 +118,31 @@ def ensure_collection(client: Any, layout: CollectionLayout) -> bool:
     schema.add_field("model_version", DataType.VARCHAR, max_length=64)
     schema.add_field("occurred_at_ms", DataType.INT64)
     schema.add_field("updated_at_ms", DataType.INT64)
-    index = client.prepare_index_params()
-    if layout.index_type == "HNSW":
-        index.add_index("embedding", index_type="HNSW", metric_type="COSINE", params=HNSW_PARAMS)
-    else:
-        index.add_index("embedding", index_type="FLAT", metric_type="COSINE")
-    client.create_collection(
-        layout.name, schema=schema, index_params=index, consistency_level="Strong"
-    )
+    client.create_collection(layout.name, schema=schema, consistency_level="Strong")
+    index_type = _create_index(client, layout)
     client.load_collection(layout.name)
-    log.info("created collection %s (%d-d, %s/COSINE)", layout.name, layout.dim, layout.index_type)
+    log.info("created collection %s (%d-d, %s/COSINE)", layout.name, layout.dim, index_type)
     return True
+
+
+def _create_index(client: Any, layout: CollectionLayout) -> str:
+    """Index the embedding field; returns the index type used.
+
+    HNSW falls back to FLAT on a milvus-lite server reached through an explicit URI (it
+    accepts only FLAT, IVF_FLAT and AUTOINDEX).
+    """
+    index_type = layout.index_type
+    while True:
+        index = client.prepare_index_params()
+        params = HNSW_PARAMS if index_type == "HNSW" else {}
+        index.add_index("embedding", index_type=index_type, metric_type="COSINE", params=params)
+        try:
+            client.create_index(layout.name, index)
+            return index_type
+        except Exception as exc:
+            if index_type != "HNSW" or "local mode" not in str(exc):
+                raise
+            index_type = "FLAT"
 
 
 def search_params(layout: CollectionLayout, k: int) -> dict[str, Any]:

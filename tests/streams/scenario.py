@@ -100,9 +100,19 @@ def build(server: ImageServer, total: int = 2000, seed: int = 11, cap: int = 64 
         ("too_large", "/huge.png"),
         ("forbidden_address", None),
     ]
+    listing_ids = sorted({e["listing_id"] for e in stream})
     for p in range(poison_count):
         reason, path = kinds[p % len(kinds)]
         lid = f"P{p:04d}"
+        if path is not None and p % 2 == 0:
+            # The newest version of a real listing is poison: its row keeps the newest valid
+            # version, wherever the poison lands in the stream (docs/embedder.md).
+            lid = rng.choice(listing_ids)
+            event = listing_event(lid, 100 + p, "updated", image_url=server.url(path))
+            value = encode_json(event)
+            scenario.poison[value] = reason
+            records.insert(rng.randrange(len(records) + 1), (lid.encode(), value))
+            continue
         if reason == "malformed_json":
             value = b'{"event_type": "created", "listing_id": "' + lid.encode() + b'"'
         elif reason == "missing_field":
@@ -140,7 +150,7 @@ def build(server: ImageServer, total: int = 2000, seed: int = 11, cap: int = 64 
 
 def milvus_rows(settings: Any) -> list[dict[str, Any]]:
     """Every row of the test collection (listing_id and version)."""
-    for attempt in range(5):  # the shared milvus-lite server sometimes refuses a new channel
+    for attempt in range(5):  # a busy shared server may refuse a new channel for a moment
         try:
             client = connect(settings)
             break
@@ -149,15 +159,18 @@ def milvus_rows(settings: Any) -> list[dict[str, Any]]:
                 raise
             time.sleep(2)
     rows: list[dict[str, Any]] = []
-    iterator = client.query_iterator(
-        settings.milvus_collection,
-        batch_size=1000,
-        filter="version >= 0",
-        output_fields=["listing_id", "version"],
-    )
-    while batch := iterator.next():
-        rows.extend(batch)
-    iterator.close()
+    try:
+        iterator = client.query_iterator(
+            settings.milvus_collection,
+            batch_size=1000,
+            filter="version >= 0",
+            output_fields=["listing_id", "version"],
+        )
+        while batch := iterator.next():
+            rows.extend(batch)
+        iterator.close()
+    finally:
+        client.close()
     return rows
 
 

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -63,17 +64,22 @@ def _paced(records: list[Any], rate: float) -> Iterator[Any]:
         yield record
 
 
-def _start(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "vitrine.cli", "embedder"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "vitrine.cli", "embedder"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _committed_total(settings: EmbedderSettings) -> int:
+    return sum(max(0, o) for o in scenario.committed(settings, settings.topic_partitions).values())
 
 
 def test_sigkill_five_times_then_exact(
-    embedder_settings: EmbedderSettings, image_server: ImageServer
+    embedder_settings: EmbedderSettings, image_server: ImageServer, tmp_path: Path
 ) -> None:
     settings = embedder_settings
     sc = scenario.build(image_server, total=2000, seed=23, cap=settings.fetch_max_bytes)
@@ -88,14 +94,24 @@ def test_sigkill_five_times_then_exact(
     kills = 0
     progress = []
     while kills < 5:
-        proc = _start(env)
-        time.sleep(rng.uniform(3.0, 7.0))
+        before = _committed_total(settings)
+        proc = _start(env, tmp_path / f"embedder-{kills}.log")
+        if rng.random() < 0.2:
+            time.sleep(rng.uniform(1.0, 5.0))  # while starting, joining or restoring the table
+        else:
+            # Mid-stream: a random moment after this incarnation's first commit.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and _committed_total(settings) == before:
+                if before == sum(scenario.end_offsets(settings, 2).values()):
+                    break  # nothing left to do
+                time.sleep(0.2)
+            time.sleep(rng.uniform(0.0, 2.0))
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
         kills += 1
-        progress.append(sum(max(0, o) for o in scenario.committed(settings, 2).values()))
+        progress.append(_committed_total(settings))
     feeder.join(120)
-    proc = _start(env)
+    proc = _start(env, tmp_path / "embedder-final.log")
     try:
         assert scenario.wait_drained(settings, settings.topic_partitions, timeout_s=150), progress
     finally:
