@@ -23,7 +23,7 @@ def _settings() -> Any:
     return load(ModelSettings)
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register the encoder commands on the `vitrine` parser."""
     fmt = argparse.RawDescriptionHelpFormatter
     synth = sub.add_parser(

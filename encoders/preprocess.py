@@ -172,9 +172,9 @@ def decode_image(
 
 def to_tensor(image: Image.Image, spec: ImageSpec) -> np.ndarray:
     """An RGB ``spec.size`` square -> normalised ``float32 [3, size, size]``."""
-    pixels = np.asarray(image, dtype=np.float32) * (1.0 / 255.0)
-    pixels = (pixels - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
-    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+    scaled = np.asarray(image, dtype=np.float32) * np.float32(1.0 / 255.0)
+    normed = (scaled - np.asarray(spec.mean, np.float32)) / np.asarray(spec.std, np.float32)
+    return np.ascontiguousarray(normed.transpose(2, 0, 1), dtype=np.float32)
 
 
 def preprocess_image(

@@ -9,6 +9,7 @@ is a parameter so the ``cpu`` profile can run a thin ResNet-18 on two cores.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -90,6 +91,7 @@ class ResNetTrunk(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         cin = width
+        stages: list[nn.Sequential] = []
         for index, count in enumerate(blocks):
             planes = width * 2**index
             stride = 1 if index == 0 else 2
@@ -103,7 +105,8 @@ class ResNetTrunk(nn.Module):
                     )
                 layers.append(block(cin, planes, stride if i == 0 else 1, downsample))
                 cin = planes * block.expansion
-            setattr(self, f"layer{index + 1}", nn.Sequential(*layers))
+            stages.append(nn.Sequential(*layers))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.feature_dim = cin
         self._init_weights()
@@ -139,6 +142,7 @@ def load_trunk_weights(trunk: ResNetTrunk, path: Path) -> None:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"no such weights file: {path}", reason="model_not_found")
+    state: Any
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

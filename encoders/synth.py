@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -81,7 +83,8 @@ def categories() -> list[tuple[str, str, str]]:
     return out
 
 
-def _title(rng: np.random.Generator, group: str, colour: str) -> str:
+def make_title(rng: np.random.Generator, group: str, colour: str) -> str:
+    """A title from ``group``'s vocabulary naming ``colour`` (never the category)."""
     vocab = GROUPS[group]
 
     def pick(words: list[str]) -> str:
@@ -96,6 +99,9 @@ def _title(rng: np.random.Generator, group: str, colour: str) -> str:
         f"{brand} {noun} {colour} {adj} {extra} ({cond})",
     )
     return templates[int(rng.integers(len(templates)))]
+
+
+_title = make_title  # kept for callers written before the public name
 
 
 def _polygon(shape: str) -> list[tuple[float, float]]:
@@ -130,7 +136,7 @@ def _polygon(shape: str) -> list[tuple[float, float]]:
 def render(rng: np.random.Generator, shape: str, colour: str, size: int) -> Image.Image:
     """One product photo: a jittered coloured shape on a light, slightly noisy background."""
     bg = tuple(int(v) for v in rng.integers(190, 256, size=3))
-    image = Image.new("RGB", (size, size), bg)  # type: ignore[arg-type]
+    image = Image.new("RGB", (size, size), bg)
     draw = ImageDraw.Draw(image)
     fill = tuple(int(np.clip(c + rng.integers(-25, 26), 0, 255)) for c in COLOURS[colour])
     cx, cy = size * (0.5 + rng.uniform(-0.12, 0.12, size=2))
@@ -138,7 +144,7 @@ def render(rng: np.random.Generator, shape: str, colour: str, size: int) -> Imag
     angle = rng.uniform(-0.35, 0.35)
     cos, sin = math.cos(angle), math.sin(angle)
 
-    def place(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    def place(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
         return [
             (cx + radius * (x * cos - y * sin), cy + radius * (x * sin + y * cos))
             for x, y in points
@@ -146,21 +152,21 @@ def render(rng: np.random.Generator, shape: str, colour: str, size: int) -> Imag
 
     box = [cx - radius, cy - radius, cx + radius, cy + radius]
     if shape == "circle":
-        draw.ellipse(box, fill=fill)  # type: ignore[arg-type]
+        draw.ellipse(box, fill=fill)
     elif shape == "ring":
-        draw.ellipse(box, outline=fill, width=max(2, int(radius * 0.35)))  # type: ignore[arg-type]
+        draw.ellipse(box, outline=fill, width=max(2, int(radius * 0.35)))
     elif shape == "ellipse":
         pts = [(math.cos(t), 0.45 * math.sin(t)) for t in np.linspace(0, 2 * math.pi, 40)]
-        draw.polygon(place(pts), fill=fill)  # type: ignore[arg-type]
+        draw.polygon(place(pts), fill=fill)
     elif shape == "stripes":
         for offset in (-0.7, 0.0, 0.7):
             bar = [(-1, offset - 0.18), (1, offset - 0.18), (1, offset + 0.18), (-1, offset + 0.18)]
-            draw.polygon(place(bar), fill=fill)  # type: ignore[arg-type]
+            draw.polygon(place(bar), fill=fill)
     else:
-        draw.polygon(place(_polygon(shape)), fill=fill)  # type: ignore[arg-type]
+        draw.polygon(place(_polygon(shape)), fill=fill)
     # A distractor line in a random colour, so the image is not just a shape on a plain field.
     line = tuple(int(v) for v in rng.integers(0, 256, size=4))
-    draw.line(line, fill=tuple(int(v) for v in rng.integers(60, 200, size=3)), width=2)  # type: ignore[arg-type]
+    draw.line(line, fill=tuple(int(v) for v in rng.integers(60, 200, size=3)), width=2)
     noise = rng.normal(0, 6, size=(size, size, 3))
     pixels = np.clip(np.asarray(image, dtype=np.float32) + noise, 0, 255).astype(np.uint8)
     return Image.fromarray(pixels).filter(ImageFilter.SMOOTH)
@@ -172,7 +178,7 @@ def generate(out: Path, config: SynthConfig, progress: bool = True) -> dict[str,
     cats = categories()
     colours = list(COLOURS)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for i in tqdm(range(config.listings), desc="rendering listings", disable=not progress):
         listing_id = f"L{i:06d}"
         cat_index, colour = int(rng.integers(len(cats))), colours[int(rng.integers(len(colours)))]
@@ -190,7 +196,7 @@ def generate(out: Path, config: SynthConfig, progress: bool = True) -> dict[str,
         rows.append(
             {
                 "listing_id": listing_id,
-                "title": _title(rng, group, colour),
+                "title": make_title(rng, group, colour),
                 "image": image_rel,
                 "clicked": not swapped,
                 "category": category,
@@ -205,9 +211,9 @@ def generate(out: Path, config: SynthConfig, progress: bool = True) -> dict[str,
             clusters.setdefault((*row["_cluster"], row["split"]), []).append(row["listing_id"])
     for members in clusters.values():
         for a in members:
-            others = [m for m in members if m != a]
-            k = min(config.coclicks_per_listing, len(others))
-            for b in rng.choice(others, size=k, replace=False) if k else []:
+            partners = [m for m in members if m != a]
+            k = min(config.coclicks_per_listing, len(partners))
+            for b in rng.choice(partners, size=k, replace=False) if k else []:
                 pairs.add((min(a, str(b)), max(a, str(b))))
     with (out / "listings.jsonl").open("w") as fh:
         for row in rows:
