@@ -101,9 +101,6 @@ def make_title(rng: np.random.Generator, group: str, colour: str) -> str:
     return templates[int(rng.integers(len(templates)))]
 
 
-_title = make_title  # kept for callers written before the public name
-
-
 def _polygon(shape: str) -> list[tuple[float, float]]:
     def regular(n: int, phase: float = -math.pi / 2) -> list[tuple[float, float]]:
         return [

@@ -149,7 +149,12 @@ def marketplace_events(
             category, group, shape = cats[int(rng.integers(len(cats)))]
             colour = colours[int(rng.integers(len(colours)))]
             item = _Listing(
-                f"demo-{n:07d}", category, group, shape, colour, synth._title(rng, group, colour)
+                f"demo-{n:07d}",
+                category,
+                group,
+                shape,
+                colour,
+                synth.make_title(rng, group, colour),
             )
             choose_photo(item)
             live.append(item)
@@ -164,7 +169,7 @@ def marketplace_events(
             yield emit(item, "updated", float(rng.uniform(5, 500)))  # price edit only
         else:
             item.colour = colours[int(rng.integers(len(colours)))]
-            item.title = synth._title(rng, item.group, item.colour)
+            item.title = synth.make_title(rng, item.group, item.colour)
             choose_photo(item)
             yield emit(item, "updated", float(rng.uniform(5, 500)))
 

@@ -57,10 +57,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     demo.add_argument(
         "--train-listings",
         type=int,
-        default=3000,
-        help="synthetic listings to train the demo model on (3000)",
+        default=6000,
+        help="synthetic listings to train the demo model on (6000)",
     )
-    demo.add_argument("--train-epochs", type=int, default=6, help="training epochs (6)")
+    demo.add_argument("--train-epochs", type=int, default=8, help="training epochs (8)")
     demo.add_argument(
         "--embedder-metrics-port",
         type=int,

@@ -37,8 +37,8 @@ class DemoOptions:
     recall_every_s: float = 5.0
     drain_timeout_s: float = 60.0
     model_dir: Path | None = None
-    train_listings: int = 3000
-    train_epochs: int = 6
+    train_listings: int = 6000
+    train_epochs: int = 8
     embedder_metrics_port: int = 9464
     recall_metrics_port: int = 9465
     summary_json: Path | None = None
