@@ -4,7 +4,7 @@ Prints sustained throughput, freshness (event time -> row written and searchable
 embedded events) p50/p95/p99, and the encoder-only throughput of the same model measured in
 the same run, with their ratio. Needs `vitrine infra up`. Example::
 
-    python -m bench.pipeline --rate 40 --events 1200 --profile cpu
+    python bench/bench_pipeline.py --rate 40 --events 1200 --profile cpu
 
 Without --model-dir an untrained model of --profile is exported once (needs the train extra);
 untrained weights cost exactly what trained ones do. Results: docs/benchmarks-pipeline.md.

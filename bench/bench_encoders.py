@@ -12,7 +12,7 @@ Each profile runs in its own subprocess so memory peaks do not mix. Model direct
 ``--model PROFILE=DIR``; a profile without one is built untrained into a scratch directory
 (throughput does not depend on weights; building needs the ``train`` extra).
 
-    python bench/encoders.py --profiles cpu production --seconds 3
+    python bench/bench_encoders.py --profiles cpu production --seconds 3
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def build_untrained(profile: str, directory: Path) -> Path:
     from encoders.train import build_towers
 
     towers = build_towers(get_profile(profile), None, None)
-    export_model(towers, directory, {"trained": False, "note": "built by bench/encoders.py"})
+    export_model(towers, directory, {"trained": False, "note": "built by bench/bench_encoders.py"})
     return directory
 
 

@@ -13,7 +13,7 @@ stall is not hidden by sending less):
 Prints p50/p90/p99 per phase and the overhead ratio of the round trip to the direct search.
 Everything it creates is dropped at the end (unless --keep).
 
-  python bench/recall.py --items 100000 --rate 100 --duration 20
+  python bench/bench_recall.py --items 100000 --rate 100 --duration 20
 """
 
 from __future__ import annotations
