@@ -85,6 +85,7 @@ class Embedder:
         self._commit_lock = asyncio.Lock()
         self._batch_done = asyncio.Event()
         self._max_events: int | None = None
+        self._lag_partitions: set[int] = set()
         self.app: faust.App | None = None
 
     def request_stop(self) -> None:
@@ -220,12 +221,34 @@ class Embedder:
                 loop.remove_signal_handler(sig)
         return 0
 
+    def _report_lag(self) -> None:
+        """Set the per-partition lag gauge from the consumer's high watermarks (no I/O)."""
+        app = self.app
+        if app is None:
+            return
+        try:
+            assigned = {tp for tp in app.consumer.assignment()
+                        if tp.topic == self.settings.topic_events}  # fmt: skip
+        except Exception:  # not started or rebalancing: report next turn
+            return
+        for stale in self._lag_partitions - {tp.partition for tp in assigned}:
+            metrics.CONSUMER_LAG.remove(str(stale))
+            self._lag_partitions.discard(stale)
+        for tp in assigned:
+            high = app.consumer.highwater(tp)
+            reached = self.ledger.position(tp.topic, tp.partition)
+            if high is None or reached is None:
+                continue
+            metrics.CONSUMER_LAG.labels(partition=str(tp.partition)).set(max(0, high - reached))
+            self._lag_partitions.add(tp.partition)
+
     async def _tick(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._batch_done.wait(), self.settings.commit_interval_s)
             self._batch_done.clear()
             metrics.beat()
+            self._report_lag()
             try:
                 await self.commit()
             except Exception as exc:

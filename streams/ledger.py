@@ -66,6 +66,15 @@ class OffsetLedger:
         """The partition was revoked: its in-flight events belong to the next owner."""
         self._parts.pop((topic, partition), None)
 
+    def position(self, topic: str, partition: int) -> int | None:
+        """The offset processing has reached: everything below it is finished (None: unknown)."""
+        part = self._parts.get((topic, partition))
+        if part is None:
+            return None
+        if part.next_offset is not None:
+            return part.next_offset
+        return next(iter(part.pending), None)
+
     def unfinished(self) -> int:
         """Events registered and not finished."""
         return sum(

@@ -57,6 +57,12 @@ MISMATCH = Histogram(
 MILVUS_RETRIES = Counter(
     "vitrine_embedder_milvus_retries_total", "Milvus calls retried after a failure.", ["op"]
 )
+CONSUMER_LAG = Gauge(
+    "vitrine_embedder_consumer_lag_messages",
+    "Events on the listing events topic not yet finished, per assigned partition "
+    "(high watermark minus the offset processing has reached).",
+    ["partition"],
+)
 COMMITS = Counter("vitrine_embedder_offset_commits_total", "Offset commits sent to Kafka.")
 IN_FLIGHT = Gauge("vitrine_embedder_in_flight_events", "Events received and not yet finished.")
 HEARTBEAT = Gauge(

@@ -62,3 +62,17 @@ def test_a_seek_back_voids_older_pending_entries() -> None:
     ledger.register("t", 0, 15)  # the consumer seeked back
     ledger.finish("t", 0, 15)
     assert ledger.committable() == {("t", 0): 16}
+
+
+def test_position_is_where_processing_has_reached() -> None:
+    ledger = OffsetLedger()
+    assert ledger.position("t", 0) is None
+    for offset in (10, 11, 12):
+        ledger.register("t", 0, offset)
+    assert ledger.position("t", 0) == 10  # nothing finished yet: the first in flight
+    ledger.finish("t", 0, 11)
+    assert ledger.position("t", 0) == 10  # 10 still unfinished
+    ledger.finish("t", 0, 10)
+    assert ledger.position("t", 0) == 12
+    ledger.finish("t", 0, 12)
+    assert ledger.position("t", 0) == 13
