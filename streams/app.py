@@ -16,10 +16,12 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Awaitable
 from typing import Any
 
 import faust
+from aiokafka import TopicPartition
 from faust.types import TP
 
 from encoders.runtime import Encoder
@@ -36,6 +38,7 @@ from streams.state import VersionTable
 log = logging.getLogger(__name__)
 
 VERSION_TABLE = "listing-versions"
+RESEEK_AFTER_S = 2.0
 
 
 class FaustSender:
@@ -84,6 +87,7 @@ class Embedder:
         self._stop = asyncio.Event()
         self._commit_lock = asyncio.Lock()
         self._batch_done = asyncio.Event()
+        self._seeks: dict[tuple[str, int], float] = {}  # partition -> last seek back
         self._max_events: int | None = None
         self._lag_partitions: set[int] = set()
         self.app: faust.App | None = None
@@ -105,6 +109,39 @@ class Embedder:
             self.ledger.mark_committed(offsets)
             metrics.COMMITS.inc()
             return offsets
+
+    async def _resume_offset(self, tp: TP) -> int:
+        """Where the group resumes ``tp``: its committed offset, else the log start."""
+        assert self.app is not None
+        consumer: Any = self.app.consumer
+        thread = consumer._thread  # faust's consumer thread owns the aiokafka client
+        client = thread._ensure_consumer()
+        committed = await thread.call_thread(client.committed, TopicPartition(*tp))
+        if committed is not None and committed >= 0:
+            return int(committed)
+        earliest = await consumer.earliest_offsets(tp)
+        return int(next(iter(earliest.values()), 0))
+
+    async def _seek_back(self, tp: TP, offset: int) -> None:
+        """Fetch ``tp`` again from ``offset``: faust dropped records it had fetched."""
+        assert self.app is not None
+        consumer: Any = self.app.consumer
+        self._seeks[(tp.topic, tp.partition)] = time.monotonic()
+        metrics.SEEKS_BACK.inc()
+        log.warning("%s: offsets from %d were fetched but not delivered; seeking back", tp, offset)
+        try:
+            await consumer.seek_wait({tp: offset})
+        except Exception as exc:  # revoked meanwhile: its next owner starts from the commit
+            log.warning("seek of %s to %d failed: %r", tp, offset, exc)
+            return
+        consumer._read_offset[tp] = offset  # faust drops records below its read offset
+
+    async def _reseek_holes(self) -> None:
+        """Seek again where a hole stays open (the first seek's records can be dropped too)."""
+        now = time.monotonic()
+        for (topic, partition), offset in self.ledger.holes().items():
+            if now - self._seeks.get((topic, partition), 0.0) > RESEEK_AFTER_S:
+                await self._seek_back(TP(topic, partition), offset)
 
     async def _after_batch(self) -> None:
         # Never await a commit here: faust runs the consumer in its own thread, and a commit
@@ -168,10 +205,15 @@ class Embedder:
         async def intake(stream: Any) -> None:
             async for event in stream.events():
                 message = event.message
+                if message.tp not in app.consumer.assignment():
+                    continue  # fetched before a revocation: the partition's next owner has it
+                if not self.ledger.started(message.topic, message.partition):
+                    start = await self._resume_offset(message.tp)
+                    self.ledger.start(message.topic, message.partition, start)
                 headers = message.headers or []
                 if isinstance(headers, dict):
                     headers = list(headers.items())
-                await pipeline.submit(
+                hole = await pipeline.submit(
                     SourceRecord(
                         message.topic,
                         message.partition,
@@ -181,6 +223,8 @@ class Embedder:
                         tuple((str(k), v) for k, v in headers),
                     )
                 )
+                if hole is not None:
+                    await self._seek_back(message.tp, hole)
 
         @app.on_partitions_revoked.connect
         async def on_revoked(app: faust.App, revoked: set[TP], **_: Any) -> None:
@@ -250,6 +294,7 @@ class Embedder:
             metrics.beat()
             self._report_lag()
             try:
+                await self._reseek_holes()
                 await self.commit()
             except Exception as exc:
                 log.warning("offset commit failed, will retry: %r", exc)

@@ -64,6 +64,10 @@ CONSUMER_LAG = Gauge(
     ["partition"],
 )
 COMMITS = Counter("vitrine_embedder_offset_commits_total", "Offset commits sent to Kafka.")
+SEEKS_BACK = Counter(
+    "vitrine_embedder_seeks_back_total",
+    "Seeks back to offsets the consumer fetched but never delivered (streams/ledger.py).",
+)
 IN_FLIGHT = Gauge("vitrine_embedder_in_flight_events", "Events received and not yet finished.")
 HEARTBEAT = Gauge(
     "vitrine_embedder_heartbeat_timestamp_seconds",

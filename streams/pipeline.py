@@ -95,11 +95,16 @@ class Pipeline:
 
     # -- feeding -----------------------------------------------------------------------------
 
-    async def submit(self, record: SourceRecord) -> None:
-        """Accept one record; waits while the pipeline is full (backpressure)."""
-        self.ledger.register(record.topic, record.partition, record.offset)
+    async def submit(self, record: SourceRecord) -> int | None:
+        """Accept one record; waits while the pipeline is full (backpressure).
+
+        Returns the offset to seek the record's partition back to when the ledger found
+        records that were fetched but never delivered (see :mod:`streams.ledger`).
+        """
+        hole = self.ledger.register(record.topic, record.partition, record.offset)
         metrics.IN_FLIGHT.inc()
         await self._intake.put(record)
+        return hole
 
     def forget_partitions(self, partitions: set[tuple[str, int]]) -> None:
         """Revoked partitions: drop their pending states and ledger rows."""

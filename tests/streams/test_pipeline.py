@@ -100,6 +100,8 @@ async def _pipeline(stub_model: Path, states: StateStore) -> AsyncIterator[Pipel
 async def _through(pipeline: Pipeline, records: list[SourceRecord]) -> None:
     """One batch through the three stages."""
     for record in records:
+        if not pipeline.ledger.started(record.topic, record.partition):
+            pipeline.ledger.start(record.topic, record.partition, 0)
         pipeline.ledger.register(record.topic, record.partition, record.offset)
     batch = await pipeline.prepare(records)
     await pipeline.encode(batch)
