@@ -105,7 +105,8 @@ class Embedder:
                 return {}
             tps = {TP(topic, partition): offset for (topic, partition), offset in offsets.items()}
             # faust's commit path: flush the producer, drop revoked partitions, commit.
-            await self.app.consumer._commit_offsets(tps)
+            consumer: Any = self.app.consumer
+            await consumer._commit_offsets(tps)
             self.ledger.mark_committed(offsets)
             metrics.COMMITS.inc()
             return offsets
@@ -226,7 +227,7 @@ class Embedder:
                 if hole is not None:
                     await self._seek_back(message.tp, hole)
 
-        @app.on_partitions_revoked.connect
+        @app.on_partitions_revoked.connect  # type: ignore[arg-type]
         async def on_revoked(app: faust.App, revoked: set[TP], **_: Any) -> None:
             try:
                 await self.commit()

@@ -10,7 +10,7 @@ import time
 log = logging.getLogger(__name__)
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register the embedder's commands on the ``vitrine`` parser."""
     emb = sub.add_parser(
         "embedder",

@@ -50,7 +50,8 @@ class ImageServer:
             def do_GET(self) -> None:
                 server.hits += 1
                 entry = server.images.get(self.path.split("?", 1)[0])
-                status, body, extra = 404, b"not here", {}
+                status, body = 404, b"not here"
+                extra: dict[str, str] = {}
                 if isinstance(entry, bytes):
                     status, body = 200, entry
                 elif isinstance(entry, tuple):

@@ -15,7 +15,9 @@ from vitrine.settings import load
 
 
 def settings(**overrides: object) -> EmbedderSettings:
-    base = dict(allow_loopback_images=True, fetch_max_bytes=4096, fetch_backoff_s=0.01)
+    base: dict[str, object] = dict(
+        allow_loopback_images=True, fetch_max_bytes=4096, fetch_backoff_s=0.01
+    )
     base.update(overrides)
     return load(EmbedderSettings, **base)
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from schemas import decode_listing_event
+from schemas import ListingEvent, decode_listing_event
 from streams.guard import ListingState, Verdict, after_write, is_unchanged, judge
 from streams.settings import EmbedderSettings
 from streams.sink import Mutation, newest_per_listing
@@ -13,7 +15,7 @@ from vitrine.errors import ConfigError
 from vitrine.settings import load
 
 
-def event(version: int, kind: str = "updated", **kw: object):  # type: ignore[no-untyped-def]
+def event(version: int, kind: str = "updated", **kw: Any) -> ListingEvent:
     return decode_listing_event(encode_json(listing_event("L1", version, kind, **kw)))
 
 
