@@ -116,12 +116,19 @@ class Embedder:
         assert self.app is not None
         consumer: Any = self.app.consumer
         thread = consumer._thread  # faust's consumer thread owns the aiokafka client
-        client = thread._ensure_consumer()
-        committed = await thread.call_thread(client.committed, TopicPartition(*tp))
-        if committed is not None and committed >= 0:
-            return int(committed)
-        earliest = await consumer.earliest_offsets(tp)
-        return int(next(iter(earliest.values()), 0))
+        delay = 0.2
+        while True:
+            try:
+                client = thread._ensure_consumer()
+                committed = await thread.call_thread(client.committed, TopicPartition(*tp))
+                if committed is not None and committed >= 0:
+                    return int(committed)
+                earliest = await consumer.earliest_offsets(tp)
+                return int(next(iter(earliest.values()), 0))
+            except Exception as exc:  # the broker is away: nothing can be committed either
+                log.warning("committed offset of %s unknown (%r); retrying", tp, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _seek_back(self, tp: TP, offset: int) -> None:
         """Fetch ``tp`` again from ``offset``: faust dropped records it had fetched."""
@@ -154,7 +161,7 @@ class Embedder:
         return (
             self._max_events is not None
             and pipeline is not None
-            and pipeline.finished >= self._max_events
+            and self.ledger.passed() >= self._max_events
             and not self.ledger.committable()
             and self.ledger.unfinished() == 0
         )
@@ -210,7 +217,8 @@ class Embedder:
                     continue  # fetched before a revocation: the partition's next owner has it
                 if not self.ledger.started(message.topic, message.partition):
                     start = await self._resume_offset(message.tp)
-                    self.ledger.start(message.topic, message.partition, start)
+                    if not self.ledger.started(message.topic, message.partition):
+                        self.ledger.start(message.topic, message.partition, start)
                 headers = message.headers or []
                 if isinstance(headers, dict):
                     headers = list(headers.items())

@@ -27,6 +27,7 @@ Key = tuple[str, int]
 
 @dataclass
 class _Partition:
+    start: int  # where tracking began
     frontier: int  # every offset below it is finished: what Kafka should resume from
     expected: int  # the offset after the last one delivered
     committed: int  # what was last handed to Kafka
@@ -39,6 +40,7 @@ class OffsetLedger:
 
     def __init__(self) -> None:
         self._parts: dict[Key, _Partition] = {}
+        self._retired = 0  # offsets passed by partitions since forgotten
 
     def started(self, topic: str, partition: int) -> bool:
         """True when the partition is tracked (:meth:`start` was called since assignment)."""
@@ -46,7 +48,7 @@ class OffsetLedger:
 
     def start(self, topic: str, partition: int, offset: int) -> None:
         """Track a newly assigned partition from ``offset``, where the group resumes it."""
-        self._parts[(topic, partition)] = _Partition(offset, offset, offset)
+        self._parts[(topic, partition)] = _Partition(offset, offset, offset, offset)
 
     def register(self, topic: str, partition: int, offset: int) -> int | None:
         """An event was delivered; returns an offset to seek back to if some were skipped."""
@@ -128,12 +130,19 @@ class OffsetLedger:
 
     def forget(self, topic: str, partition: int) -> None:
         """The partition was revoked: its in-flight events belong to the next owner."""
-        self._parts.pop((topic, partition), None)
+        part = self._parts.pop((topic, partition), None)
+        if part is not None:
+            self._retired += part.frontier - part.start
 
     def position(self, topic: str, partition: int) -> int | None:
         """The offset processing has reached: everything below it is finished (None: unknown)."""
         part = self._parts.get((topic, partition))
         return None if part is None else part.frontier
+
+    def passed(self) -> int:
+        """Offsets the frontiers moved past since this ledger began (each counted once per
+        ownership of its partition): what burst mode counts."""
+        return self._retired + sum(part.frontier - part.start for part in self._parts.values())
 
     def unfinished(self) -> int:
         """Events delivered and not finished, plus offsets skipped and not redelivered."""

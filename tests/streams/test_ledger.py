@@ -57,6 +57,7 @@ def test_random_orders_never_commit_past_an_undelivered_or_unfinished_offset() -
             ledger.finish("t", 1, offset)
         assert ledger.committable() == {("t", 1): 140}
         assert ledger.holes() == {} and ledger.unfinished() == 0
+        assert ledger.passed() == 40
 
 
 def test_a_skipped_stretch_asks_for_a_seek_and_blocks_commits() -> None:
