@@ -104,8 +104,5 @@ def ensure_model(model_dir: Path, work_dir: Path, *, listings: int, epochs: int,
         result = subprocess.run([sys.executable, "-m", "vitrine.cli", *step], env=env, check=False)
         if result.returncode != 0:
             raise DemoError(f"`vitrine {' '.join(step)}` failed with exit code {result.returncode}")
-    report = run / "report.txt"
-    if report.is_file():
-        print(report.read_text())
     print(f"Model built in {time.monotonic() - started:.0f} s.")
     return True
