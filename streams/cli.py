@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import time
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     prod.set_defaults(func=cmd_produce)
 
 
+def _exit_quietly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def cmd_embedder(args: argparse.Namespace) -> int:
     """Run the embedder until stopped (or burst mode is done)."""
     from streams.app import Embedder
@@ -60,6 +65,9 @@ def cmd_embedder(args: argparse.Namespace) -> int:
     from vitrine.settings import load
 
     settings = load(EmbedderSettings)
+    # Until the embedder installs its graceful handler (once faust runs), SIGTERM just ends the
+    # process: nothing was processed or committed yet, so there is nothing to finish.
+    signal.signal(signal.SIGTERM, _exit_quietly)
     if args.check:
         from encoders.runtime import Encoder
 

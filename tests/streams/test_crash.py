@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import ConsumerGroupState
+from confluent_kafka.admin import AdminClient
 
 from streams.settings import EmbedderSettings
 from tests.streams import scenario
@@ -74,6 +76,18 @@ def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
+def _wait_sole_member(settings: EmbedderSettings, timeout_s: float) -> bool:
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        group = admin.describe_consumer_groups([settings.app_id], request_timeout=10)
+        described = group[settings.app_id].result()
+        if described.state == ConsumerGroupState.STABLE and len(described.members) == 1:
+            return True
+        time.sleep(0.5)
+    return False
+
+
 def _committed_total(settings: EmbedderSettings) -> int:
     return sum(max(0, o) for o in scenario.committed(settings, settings.topic_partitions).values())
 
@@ -114,6 +128,9 @@ def test_sigkill_five_times_then_exact(
     proc = _start(env, tmp_path / "embedder-final.log")
     try:
         assert scenario.wait_drained(settings, settings.topic_partitions, timeout_s=150), progress
+        # The last kill may have come after everything was committed: make sure this process
+        # is running (the group's only member) before asking it to stop.
+        assert _wait_sole_member(settings, timeout_s=60)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
