@@ -191,10 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the collection and topics")
     args = parser.parse_args(argv)
 
-    from pymilvus import MilvusClient
-
     from vitrine.settings import InfraSettings
     from vitrine.topics import TopicSpec, ensure_topics
+    from vitrine.vectorstore import open_client
 
     tag = uuid.uuid4().hex[:8]
     collection = f"bench_recall_{tag}"
@@ -216,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             TopicSpec(replies_topic, 1, 1, {"retention.ms": "3600000"}),
         ],
     )
-    client = MilvusClient(uri=settings.milvus_endpoint)
+    client = open_client(settings.milvus_endpoint)
     worker = None
     results: dict[str, object] = {}
     try:

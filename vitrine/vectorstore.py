@@ -67,17 +67,23 @@ class CollectionLayout:
         return cls(settings.milvus_collection, dim, "FLAT" if settings.manages_milvus else "HNSW")
 
 
-def connect(settings: VitrineSettings, timeout_s: float = 10.0) -> Any:
-    """A ``MilvusClient`` connected to the configured endpoint."""
+def open_client(uri: str, token: str = "", timeout_s: float = 10.0) -> Any:
+    """A ``MilvusClient`` for ``uri`` with Vitrine's gRPC keepalive options.
+
+    pymilvus shares one gRPC channel per address and token within a process, configured by the
+    first client that opens it; its default (a ping every 10 s even when idle) makes the Milvus
+    gRPC server answer GOAWAY "too many pings" on idle connections. Every client in Vitrine,
+    tests included, comes from here so the first one is always configured this way.
+    """
     from pymilvus import MilvusClient
 
+    return MilvusClient(uri=uri, token=token, timeout=timeout_s, grpc_options=dict(GRPC_OPTIONS))
+
+
+def connect(settings: VitrineSettings, timeout_s: float = 10.0) -> Any:
+    """A ``MilvusClient`` connected to the configured endpoint."""
     try:
-        return MilvusClient(
-            uri=settings.milvus_endpoint,
-            token=settings.milvus_token,
-            timeout=timeout_s,
-            grpc_options=dict(GRPC_OPTIONS),
-        )
+        return open_client(settings.milvus_endpoint, settings.milvus_token, timeout_s)
     except Exception as exc:
         raise VectorStoreError(
             f"Milvus at {settings.milvus_endpoint} did not answer ({exc}); start it with "

@@ -220,11 +220,9 @@ def delete_topics(bootstrap: str, names: Sequence[str]) -> None:
 
 
 def fill_collection(milvus: str, name: str, catalog: Catalog) -> None:
-    from pymilvus import MilvusClient
+    from vitrine.vectorstore import CollectionLayout, ensure_collection, open_client
 
-    from vitrine.vectorstore import CollectionLayout, ensure_collection
-
-    client = MilvusClient(uri=milvus)
+    client = open_client(milvus)
     ensure_collection(client, CollectionLayout(name, DIM, "FLAT"))
     rows = catalog.rows()
     for start in range(0, len(rows), 200):
@@ -233,9 +231,9 @@ def fill_collection(milvus: str, name: str, catalog: Catalog) -> None:
 
 
 def drop_collection(milvus: str, name: str) -> None:
-    from pymilvus import MilvusClient
+    from vitrine.vectorstore import open_client
 
-    client = MilvusClient(uri=milvus)
+    client = open_client(milvus)
     client.drop_collection(name)
     client.close()
 

@@ -291,9 +291,7 @@ def test_hostile_strings_are_matched_literally_by_milvus(
     milvus: str, recall_env: RecallEnv
 ) -> None:
     """Below the schema: expressions built from hostile values match them as plain text."""
-    from pymilvus import MilvusClient
-
-    from vitrine.vectorstore import CollectionLayout, ensure_collection
+    from vitrine.vectorstore import CollectionLayout, ensure_collection, open_client
 
     hostile = [
         'x" or 1==1 or category == "y',
@@ -304,7 +302,7 @@ def test_hostile_strings_are_matched_literally_by_milvus(
         "plain",
     ]
     name = f"t_{uuid.uuid4().hex[:10]}_hostile"
-    client = MilvusClient(uri=milvus)
+    client = open_client(milvus)
     try:
         ensure_collection(client, CollectionLayout(name, DIM, "FLAT"))
         rows = []
@@ -413,9 +411,9 @@ def test_search_sees_an_upsert_acknowledged_before_the_request(
     milvus: str, recall_env: RecallEnv, client: RecallClient
 ) -> None:
     """Strong consistency: a row written by another connection is found by the next request."""
-    from pymilvus import MilvusClient
+    from vitrine.vectorstore import open_client
 
-    writer = MilvusClient(uri=milvus)
+    writer = open_client(milvus)
     row = {**recall_env.catalog.rows()[0], "listing_id": "FRESH0001", "category": "fresh"}
     vector = [1.0] + [0.0] * (DIM - 1)
     row["embedding"] = vector

@@ -55,15 +55,13 @@ class LocalMilvus:
 
     def answering(self, timeout_s: float = 3.0) -> bool:
         """True when the endpoint answers a list-collections call."""
-        from pymilvus import MilvusClient
+        from vitrine.vectorstore import open_client
 
         if self.settings.manages_milvus and not port_open("127.0.0.1", self.settings.milvus_port):
             return False
         try:
-            client = MilvusClient(
-                uri=self.settings.milvus_endpoint,
-                token=self.settings.milvus_token,
-                timeout=timeout_s,
+            client = open_client(
+                self.settings.milvus_endpoint, self.settings.milvus_token, timeout_s
             )
             client.list_collections(timeout=timeout_s)
             client.close()

@@ -179,12 +179,12 @@ def _topic_records(kafka: str, topic: str, start: dict[str, int]) -> list[Any]:
 
 
 def test_summary_agrees_with_milvus_and_topics(demo_run: DemoRun, kafka: str, milvus: str) -> None:
-    from pymilvus import MilvusClient
+    from vitrine.vectorstore import open_client
 
     summary = demo_run.summary
     assert summary["drained"] is True
     assert summary["events_produced"] > 100
-    client = MilvusClient(uri=milvus)
+    client = open_client(milvus)
     try:
         rows = client.query(demo_run.name, filter="", output_fields=["count(*)"],
                             consistency_level="Strong")[0]["count(*)"]  # fmt: skip

@@ -14,9 +14,10 @@ pytestmark = pytest.mark.integration
 WRITER = textwrap.dedent(
     """
     import sys
-    from pymilvus import MilvusClient, DataType
+    from pymilvus import DataType
+    from vitrine.vectorstore import open_client
     uri, name = sys.argv[1], sys.argv[2]
-    client = MilvusClient(uri=uri)
+    client = open_client(uri)
     schema = client.create_schema(auto_id=False)
     schema.add_field("listing_id", DataType.VARCHAR, is_primary=True, max_length=64)
     schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=4)
@@ -37,9 +38,9 @@ WRITER = textwrap.dedent(
 SEARCHER = textwrap.dedent(
     """
     import json, sys
-    from pymilvus import MilvusClient
+    from vitrine.vectorstore import open_client
     uri, name = sys.argv[1], sys.argv[2]
-    client = MilvusClient(uri=uri)
+    client = open_client(uri)
     client.load_collection(name)
     hits = client.search(
         name, data=[[1.0, 3.0, 0.0, 0.0]], limit=3, filter='category == "shoes"',
@@ -74,7 +75,7 @@ def _exact_top3(query: list[float]) -> list[str]:
 
 
 def test_two_processes_share_one_server(milvus: str, unique_name: str) -> None:
-    from pymilvus import MilvusClient
+    from vitrine.vectorstore import open_client
 
     try:
         _run(WRITER, milvus, unique_name)
@@ -82,6 +83,6 @@ def test_two_processes_share_one_server(milvus: str, unique_name: str) -> None:
         assert [h[0] for h in hits] == _exact_top3([1.0, 3.0, 0.0, 0.0])
         assert {h[1] for h in hits} == {"shoes"}
     finally:
-        client = MilvusClient(uri=milvus)
+        client = open_client(milvus)
         client.drop_collection(unique_name)
         client.close()
