@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite against a real Kafka broker and milvus-lite server.
-# Installs what is missing, starts the local services (unless VITRINE_KAFKA_BOOTSTRAP /
-# VITRINE_MILVUS_URI point at existing ones), runs pytest, and stops what it started.
+# Installs what is missing, starts a private broker and milvus-lite server for this run (fresh
+# data in a temporary VITRINE_HOME, on ports of their own so a running demo is not disturbed;
+# the Kafka jars come from the shared download cache), runs pytest, and stops them.
+# Set VITRINE_KAFKA_BOOTSTRAP / VITRINE_MILVUS_URI to test against existing services instead.
 # Extra arguments go to pytest, e.g. scripts/test.sh -m "not slow" -x
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +11,22 @@ cd "$(dirname "$0")/.."
 scripts/bootstrap.sh dev,train
 export HF_HUB_OFFLINE=1
 
+default_home="${XDG_CACHE_HOME:-$HOME/.cache}/vitrine"
+export VITRINE_CACHE_DIR="${VITRINE_CACHE_DIR:-$default_home/cache}"
+export VITRINE_KAFKA_PORT="${VITRINE_KAFKA_PORT:-19392}"
+export VITRINE_KAFKA_CONTROLLER_PORT="${VITRINE_KAFKA_CONTROLLER_PORT:-19393}"
+export VITRINE_MILVUS_PORT="${VITRINE_MILVUS_PORT:-19840}"
+own_home=""
+if [ -z "${VITRINE_HOME:-}" ]; then
+  own_home="$(mktemp -d -t vitrine-test-XXXXXX)"
+  export VITRINE_HOME="$own_home"
+fi
+
+cleanup() {
+  .venv/bin/vitrine infra down || true
+  if [ -n "$own_home" ]; then rm -rf "$own_home"; fi
+}
+trap cleanup EXIT
 .venv/bin/vitrine infra up
-trap '.venv/bin/vitrine infra down' EXIT
 .venv/bin/vitrine topics create >/dev/null
 .venv/bin/python -m pytest "$@"

@@ -16,24 +16,18 @@ from typing import Any, Protocol, TypeVar
 
 from streams import metrics
 from streams.executor import BlockingRunner
-from vitrine.vectorstore import CollectionLayout, VectorStoreError, connect, ensure_collection
+from vitrine.vectorstore import (
+    SCALAR_FIELDS,
+    CollectionLayout,
+    VectorStoreError,
+    connect,
+    ensure_collection,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-ROW_FIELDS = (
-    "listing_id",
-    "embedding",
-    "mismatch_score",
-    "category",
-    "price",
-    "currency",
-    "seller_id",
-    "version",
-    "model_version",
-    "occurred_at_ms",
-    "updated_at_ms",
-)
+ROW_FIELDS = ("listing_id", "embedding", *SCALAR_FIELDS)
 
 
 @dataclass(frozen=True)
