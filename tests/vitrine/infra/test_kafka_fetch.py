@@ -1,0 +1,52 @@
+"""Fetching the broker jars: once with Maven, then from the cache with no Maven and no network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vitrine.errors import InfraError
+from vitrine.infra import kafka as kafka_module
+from vitrine.infra.kafka import LocalKafka
+from vitrine.settings import InfraSettings, load
+
+
+def _settings(tmp_path: Path) -> InfraSettings:
+    return load(InfraSettings, home=tmp_path / "home", cache_dir=tmp_path / "cache")
+
+
+def test_cached_jars_need_no_maven(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    broker = LocalKafka(_settings(tmp_path))
+    broker.libs.mkdir(parents=True)
+    (broker.libs / ".complete").write_text(broker.version)
+    calls: list[object] = []
+    monkeypatch.setattr(kafka_module.shutil, "which", lambda name: calls.append(name))
+    monkeypatch.setattr(kafka_module.subprocess, "run", lambda *a, **k: calls.append(a))
+    broker.fetch()
+    assert calls == []  # neither looked for Maven nor ran anything
+
+
+def test_missing_maven_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    broker = LocalKafka(_settings(tmp_path))
+    monkeypatch.setattr(kafka_module.shutil, "which", lambda name: None)
+    with pytest.raises(InfraError, match="Maven"):
+        broker.fetch()
+    assert not broker.fetched()
+
+
+def test_a_failed_fetch_leaves_no_half_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+
+    broker = LocalKafka(_settings(tmp_path))
+    monkeypatch.setattr(kafka_module.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(
+        kafka_module.subprocess,
+        "run",
+        lambda *a, **k: subprocess.CompletedProcess(a, 1, "", "Could not resolve artifact"),
+    )
+    with pytest.raises(InfraError, match="Could not resolve artifact"):
+        broker.fetch()
+    assert not broker.fetched() and not broker.libs.exists()
