@@ -13,8 +13,10 @@ COPY streams ./streams
 COPY recall ./recall
 RUN pip install --no-cache-dir ".${EXTRAS:+[$EXTRAS]}" \
     && if [ "$EXTRAS" = "gpu" ]; then pip uninstall -y onnxruntime && pip install --no-cache-dir --force-reinstall onnxruntime-gpu; fi
-RUN useradd --system --home /var/lib/vitrine vitrine && mkdir -p /var/lib/vitrine \
-    && chown vitrine /var/lib/vitrine
+# /models is where docker-compose mounts the shared model volume; a new named volume takes the
+# owner of the directory it is mounted on, so create it owned by the service user.
+RUN useradd --system --home /var/lib/vitrine vitrine && mkdir -p /var/lib/vitrine /models \
+    && chown vitrine /var/lib/vitrine /models
 USER vitrine
 ENTRYPOINT ["vitrine"]
 CMD ["--help"]

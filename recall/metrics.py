@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
+
+from vitrine.observability import serve_metrics
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +71,7 @@ CLIENT_PENDING = Gauge(
 
 def serve(port: int) -> bool:
     """Expose /metrics on ``port`` (0 = off); return True when it is being served."""
-    if port <= 0:
+    if not serve_metrics(port):
         return False
-    start_http_server(port)
     log.info("metrics on :%d/metrics", port)
     return True

@@ -328,6 +328,7 @@ def open_index(settings: RecallSettings, wait_s: float = 0.0) -> VectorIndex:
 
     deadline = time.monotonic() + wait_s
     while True:
+        client = None
         try:
             client = connect(settings)
             return MilvusIndex.open(
@@ -338,6 +339,8 @@ def open_index(settings: RecallSettings, wait_s: float = 0.0) -> VectorIndex:
                 timeout_s=settings.recall_search_timeout_s,
             )
         except Exception as exc:
+            if client is not None:
+                client.close()
             if time.monotonic() >= deadline:
                 if isinstance(exc, SearchFailed):
                     raise

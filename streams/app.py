@@ -58,6 +58,9 @@ def build_app(settings: EmbedderSettings) -> faust.App:
     """The faust app with the embedder's configuration (aiokafka transport, memory store)."""
     return faust.App(
         settings.app_id,
+        # faust creates its data directory on first start; keep it with Vitrine's state, not
+        # in the working directory (read-only in the service image).
+        datadir=str(settings.home / "faust" / settings.app_id),
         broker=[f"kafka://{hp.strip()}" for hp in settings.bootstrap_servers.split(",")],
         store="memory://",
         web_enabled=False,

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
+
+from vitrine.observability import serve_metrics
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _FRESHNESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60, 300)
@@ -83,5 +85,4 @@ def beat() -> None:
 
 def serve(port: int) -> None:
     """Expose /metrics on ``port`` (all interfaces) when the port is not 0."""
-    if port > 0:
-        start_http_server(port)
+    serve_metrics(port)

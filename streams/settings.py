@@ -80,7 +80,7 @@ class EmbedderSettings(VitrineSettings):
         if self.model_dir is None:
             object.__setattr__(self, "model_dir", self.home / "models" / "cpu")
         if self.milvus_backoff_max_s < self.milvus_backoff_s:
-            raise ValueError("milvus_backoff_max_s must be >= milvus_backoff_s")
+            raise ValueError("VITRINE_MILVUS_BACKOFF_MAX_S must be >= VITRINE_MILVUS_BACKOFF_S")
         return self
 
     @property

@@ -40,6 +40,12 @@ class InfraError(VitrineError):
     reason = "infra_unavailable"
 
 
+class MetricsPortInUse(InfraError):
+    """The /metrics port is taken by another process."""
+
+    reason = "metrics_port_in_use"
+
+
 class BrokerUnavailable(InfraError):
     """The Kafka bootstrap servers did not answer in time."""
 

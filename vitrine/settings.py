@@ -202,8 +202,9 @@ def describe_error(exc: ValidationError, settings_cls: type[BaseSettings]) -> st
     """Render a pydantic validation error as one line per bad ``VITRINE_*`` variable."""
     lines = []
     for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "?"
-        env = f"{ENV_PREFIX}{field.upper()}"
+        field = ".".join(str(p) for p in err["loc"])
+        # A check across several fields has no location; its message names the variables.
+        env = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
         got = err.get("input")
         shown = "" if isinstance(got, dict) else f" (got {got!r})"
         lines.append(f"{env}: {err['msg']}{shown}")

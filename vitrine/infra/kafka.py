@@ -171,7 +171,7 @@ class LocalKafka:
 
     def pids(self) -> list[int]:
         """Every broker process of this home, from the pid file and the process table."""
-        pid = read_pid(self.pid_file)
+        pid = read_pid(self.pid_file, str(self.properties))
         found = set(find_pids(str(self.properties)))
         if pid is not None:
             found.add(pid)

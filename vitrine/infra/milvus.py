@@ -48,7 +48,7 @@ class LocalMilvus:
     def pids(self) -> list[int]:
         """Every milvus-lite server process serving this home's data file."""
         found = set(find_pids(str(self.db_file)))
-        pid = read_pid(self.pid_file)
+        pid = read_pid(self.pid_file, str(self.db_file))
         if pid is not None:
             found.add(pid)
         return sorted(found)
@@ -63,10 +63,14 @@ class LocalMilvus:
             client = open_client(
                 self.settings.milvus_endpoint, self.settings.milvus_token, timeout_s
             )
-            client.list_collections(timeout=timeout_s)
-            client.close()
         except Exception:
             return False
+        try:
+            client.list_collections(timeout=timeout_s)
+        except Exception:
+            return False
+        finally:
+            client.close()
         return True
 
     def start(self) -> bool:

@@ -10,13 +10,25 @@ import time
 from pathlib import Path
 
 
-def read_pid(pid_file: Path) -> int | None:
-    """The pid recorded in ``pid_file`` if that process is still alive, else None."""
+def read_pid(pid_file: Path, marker: str) -> int | None:
+    """The pid recorded in ``pid_file`` if it is alive and its command line has ``marker``.
+
+    A pid file can outlive its process (a reboot, a kill -9) and the pid be reused by anything;
+    checking the command line keeps `infra down` from signalling a stranger.
+    """
     try:
         pid = int(pid_file.read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
-    return pid if is_alive(pid) else None
+    if not is_alive(pid):
+        return None
+    try:
+        cmdline = (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
+    except OSError:
+        return None
+    return pid if marker in cmdline else None
 
 
 def is_alive(pid: int) -> bool:

@@ -50,3 +50,15 @@ def test_a_failed_fetch_leaves_no_half_cache(
     with pytest.raises(InfraError, match="Could not resolve artifact"):
         broker.fetch()
     assert not broker.fetched() and not broker.libs.exists()
+
+
+def test_a_stale_pid_file_names_no_process(tmp_path: Path) -> None:
+    import os
+
+    from vitrine.infra.process import read_pid
+
+    pid_file = tmp_path / "broker.pid"
+    pid_file.write_text(str(os.getpid()))  # alive, but not a broker of this home
+    assert read_pid(pid_file, str(tmp_path / "server.properties")) is None
+    own_marker = Path("/proc/self/cmdline").read_bytes().split(b"\0")[0].decode()
+    assert read_pid(pid_file, own_marker) == os.getpid()
