@@ -181,6 +181,7 @@ class Embedder:
         sink = MilvusSink.for_settings(settings, encoder.manifest.embedding_dim, runner)
         await sink.open()
         fetcher = ImageFetcher(settings)
+        (settings.home / "faust").mkdir(parents=True, exist_ok=True)  # faust's mkdir has no parents
         app = self.app = build_app(settings)
         topic = app.topic(
             settings.topic_events,

@@ -61,6 +61,7 @@ class Marketplace:
         self.producer = Producer(producer_config(settings))
         self.listings: dict[str, dict[str, Any]] = {}
         self.deleted: set[str] = set()
+        self._lock = threading.Lock()  # listings/deleted are written here, read by the monitor
         self._stop = threading.Event()
         self._rng = random.Random(options.seed)
         # Versions above every earlier run's: a second run edits the same listings.
@@ -109,27 +110,44 @@ class Marketplace:
             if self._rng.random() < self.options.poison_share:
                 key, value = self._poison(poison)
                 poison += 1
-                self.stats.produced_poison += 1
             else:
                 key, value = next(self._events)
                 event = json.loads(value)
-                if event["event_type"] == "deleted":
-                    self.deleted.add(event["listing_id"])
-                else:
-                    self.deleted.discard(event["listing_id"])
-                    self.listings[event["listing_id"]] = {
-                        "title": event["title"],
-                        "category": event["category"],
-                    }
+                with self._lock:
+                    if event["event_type"] == "deleted":
+                        self.deleted.add(event["listing_id"])
+                    else:
+                        self.deleted.discard(event["listing_id"])
+                        self.listings[event["listing_id"]] = {
+                            "title": event["title"],
+                            "category": event["category"],
+                        }
             self._produce(key, value)
             n += 1
+        left = self.producer.flush(30)
+        self.stats.delivery_failed += left  # still queued after 30 s: never acknowledged
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        # Counted when the broker acknowledged the event, not when it was handed to the client.
+        if err is not None:
+            self.stats.delivery_failed += 1
+        elif (msg.key() or b"").startswith(b"demo-poison-"):
+            self.stats.produced_poison += 1
             self.stats.produced += 1
-        self.producer.flush(30)
+        else:
+            self.stats.produced += 1
+
+    def snapshot(self) -> tuple[dict[str, dict[str, Any]], set[str]]:
+        """Copies of the listings produced so far and of those deleted."""
+        with self._lock:
+            return dict(self.listings), set(self.deleted)
 
     def _produce(self, key: bytes, value: bytes) -> None:
         while True:
             try:
-                self.producer.produce(self.settings.topic_events, key=key, value=value)
+                self.producer.produce(
+                    self.settings.topic_events, key=key, value=value, on_delivery=self._on_delivery
+                )
                 self.producer.poll(0)
                 return
             except BufferError:  # local queue full: back off, never drop
@@ -308,8 +326,9 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
                 if isinstance(local, LocalKafka)
                 else (settings.manages_milvus)
             )
-            if managed and not local.answering() and local.start():
-                started_infra.append(local)
+            if managed and not local.answering():
+                started_infra.append(local)  # before start: a start that fails half-way is stopped
+                local.start()
         ensure_topics(settings)
         ensure_model(
             model_dir,
@@ -381,7 +400,8 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
                     elif int(now - run_started) % 5 == 0:
                         say(line)
                     next_status = now + 1
-                candidates = sorted(stats.embedded_listings - marketplace.deleted)
+                listings, deleted = marketplace.snapshot()
+                candidates = sorted(stats.embedded_listings - deleted)
                 if now >= next_recall and candidates:
                     seed = random.Random(int(now)).choice(candidates)
                     asked = time.monotonic()
@@ -393,7 +413,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
                     latency = time.monotonic() - asked
                     stats.on_recall(status, latency)
                     if reply is not None:
-                        text = render_recall(seed, reply, marketplace.listings, latency)
+                        text = render_recall(seed, reply, listings, latency)
                         say(("\n" if interactive else "") + text)
                     next_recall = now + options.recall_every_s
         except KeyboardInterrupt:
@@ -404,8 +424,9 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
         say(f"Producer stopped after {stats.produced} events; waiting for the embedder to drain...")
         deadline = time.monotonic() + options.drain_timeout_s
         while time.monotonic() < deadline:
-            embedder.check()
-            monitor.poll()
+            for service in services:
+                service.check()
+            monitor.poll(0.5)
             if embedder_lag(settings, settings.app_id) == 0 and monitor.caught_up():
                 break
         monitor.poll(1.0)
@@ -415,7 +436,8 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
             milvus_rows=count_rows(settings),
             model_version=model_version,
         )
-        figures["listings_live"] = len(set(marketplace.listings) - marketplace.deleted)
+        listings, deleted = marketplace.snapshot()
+        figures["listings_live"] = len(set(listings) - deleted)
         figures["start_offsets"] = monitor.start_offsets
         figures["drained"] = embedder_lag(settings, settings.app_id) == 0
         return figures

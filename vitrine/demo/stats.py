@@ -27,9 +27,10 @@ class RunStats:
 
     produced: int = 0
     produced_poison: int = 0
+    delivery_failed: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     freshness_s: list[float] = field(default_factory=list)
-    mismatch: list[float] = field(default_factory=list)
+    mismatch: dict[str, float] = field(default_factory=dict)  # listing -> latest score
     dead_letters: Counter[str] = field(default_factory=Counter)
     recall_status: Counter[str] = field(default_factory=Counter)
     recall_latency_s: list[float] = field(default_factory=list)
@@ -44,7 +45,7 @@ class RunStats:
         if outcome == "embedded":
             self.embedded_listings.add(str(event.get("listing_id")))
             if event.get("mismatch_score") is not None:
-                self.mismatch.append(float(event["mismatch_score"]))
+                self.mismatch[str(event.get("listing_id"))] = float(event["mismatch_score"])
 
     def on_dead_letter(self, reason: str) -> None:
         """Count one dead letter by its reason header."""
@@ -62,10 +63,11 @@ class RunStats:
 
     @property
     def mismatch_share(self) -> float | None:
-        """Share of embedded listings whose mismatch score is above the threshold."""
+        """Share of embedded listings whose latest mismatch score is above the threshold."""
         if not self.mismatch:
             return None
-        return sum(score > MISMATCH_THRESHOLD for score in self.mismatch) / len(self.mismatch)
+        scores = self.mismatch.values()
+        return sum(score > MISMATCH_THRESHOLD for score in scores) / len(self.mismatch)
 
 
 def _seconds(value: float | None) -> str:
@@ -115,6 +117,7 @@ def summary(
         "model_version": model_version,
         "events_produced": stats.produced,
         "poison_produced": stats.produced_poison,
+        "delivery_failures": stats.delivery_failed,
         "outcomes": dict(stats.outcomes),
         "events_written": stats.written,
         "listings_embedded_this_run": len(stats.embedded_listings),
@@ -144,7 +147,11 @@ def render_summary(figures: Mapping[str, Any]) -> str:
     rows = [
         ("model", figures["model_version"] or "-"),
         ("duration", f"{figures['duration_s']} s"),
-        ("events produced", f"{figures['events_produced']} ({figures['poison_produced']} poison)"),
+        (
+            "events produced",
+            f"{figures['events_produced']} acknowledged ({figures['poison_produced']} poison, "
+            f"{figures.get('delivery_failures', 0)} not delivered)",
+        ),
         ("outcomes written", outcomes),
         ("listings embedded", str(figures["listings_embedded_this_run"])),
         ("listings live", str(figures.get("listings_live", "-"))),

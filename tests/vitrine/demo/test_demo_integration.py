@@ -183,6 +183,7 @@ def test_summary_agrees_with_milvus_and_topics(demo_run: DemoRun, kafka: str, mi
 
     summary = demo_run.summary
     assert summary["drained"] is True
+    assert summary["delivery_failures"] == 0
     assert summary["events_produced"] > 100
     client = open_client(milvus)
     try:

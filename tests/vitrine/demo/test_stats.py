@@ -30,9 +30,13 @@ def test_stats_fold_events_dead_letters_and_recall() -> None:
     stats.on_recall("ok", 0.02)
     figures = summary(stats, duration_s=10.04, milvus_rows=2, model_version="m1")
     assert figures["events_written"] == 3
+    assert figures["delivery_failures"] == 0
     assert figures["outcomes"] == {"embedded": 2, "deleted": 1}
     assert figures["listings_embedded_this_run"] == 2
     assert figures["mismatch_share"] == 0.5
+    # A listing embedded again counts once, with its latest score.
+    stats.on_embedded({"outcome": "embedded", "listing_id": "a", "mismatch_score": 0.2})
+    assert stats.mismatch_share == 0.0
     assert figures["freshness_s"] == {"p50": 0.2, "p95": 0.4, "p99": 0.4}
     assert figures["dead_letters"] == {"total": 2, "by_reason": {"malformed_json": 1,
                                                                  "unknown": 1}}  # fmt: skip
