@@ -8,6 +8,8 @@ import logging
 import signal
 import time
 
+from vitrine.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -85,23 +87,39 @@ def cmd_produce(args: argparse.Namespace) -> int:
     from vitrine.kafka_config import producer_config
     from vitrine.settings import VitrineSettings, load
 
+    if args.listings < 1 or args.events < 1 or args.rate < 0 or args.serve_for < 0:
+        raise ConfigError("--listings and --events must be >= 1; --rate and --serve-for >= 0")
     settings = load(VitrineSettings)
     server = LoopbackImageServer(args.port)
     producer = Producer(producer_config(settings))
     events = marketplace_events(server, args.listings, args.events, seed=args.seed)
-    sent = 0
+    delivered = failed = 0
+
+    def on_delivery(err: object, msg: object) -> None:
+        nonlocal delivered, failed
+        if err is None:
+            delivered += 1
+        else:
+            failed += 1
+
     try:
         for key, value in pace(events, args.rate):
             while True:
                 try:
-                    producer.produce(settings.topic_events, key=key, value=value)
+                    producer.produce(
+                        settings.topic_events, key=key, value=value, on_delivery=on_delivery
+                    )
                     break
                 except BufferError:
                     producer.poll(0.1)
             producer.poll(0)
-            sent += 1
-        producer.flush(30)
-        print(f"produced {sent} events to {settings.topic_events}; images on port {server.port}")
+        failed += producer.flush(30)  # still queued: never acknowledged
+        print(
+            f"produced {delivered} events to {settings.topic_events} ({failed} not delivered); "
+            f"images on port {server.port}"
+        )
+        if failed:
+            return 1
         time.sleep(max(0.0, args.serve_for))
     finally:
         server.close()

@@ -60,7 +60,17 @@ def ensure_topics(
 
     specs = topic_specs(settings) if specs is None else specs
     admin = admin_client(settings, timeout_s=timeout_s)
-    existing = set(admin.list_topics(timeout=10).topics)
+    metadata = admin.list_topics(timeout=10).topics
+    existing = set(metadata)
+    for spec in specs:
+        if spec.name in metadata and len(metadata[spec.name].partitions) != spec.partitions:
+            # The embedder's version table is co-partitioned with the events topic; a silent
+            # mismatch would surface much later as a faust error.
+            raise InfraError(
+                f"topic {spec.name!r} exists with {len(metadata[spec.name].partitions)} "
+                f"partitions, settings say {spec.partitions}: set VITRINE_TOPIC_PARTITIONS to "
+                "match, or use other topic names"
+            )
     result = {s.name: "exists" for s in specs if s.name in existing}
     missing = [s for s in specs if s.name not in existing]
     if not missing:

@@ -57,3 +57,21 @@ def test_create_is_idempotent(kafka: str, unique_name: str) -> None:
     finally:
         for future in admin.delete_topics([sp.name for sp in specs]).values():
             future.result()
+
+
+@pytest.mark.integration
+def test_partition_mismatch_is_an_error(kafka: str, unique_name: str) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    from vitrine.errors import InfraError
+
+    s = load(InfraSettings, kafka_bootstrap=kafka)
+    name = f"{unique_name}.p"
+    ensure_topics(s, [TopicSpec(name, 2, 1, {})])
+    try:
+        with pytest.raises(InfraError, match="exists with 2 partitions, settings say 3"):
+            ensure_topics(s, [TopicSpec(name, 3, 1, {})])
+    finally:
+        admin = AdminClient({"bootstrap.servers": kafka})
+        for future in admin.delete_topics([name]).values():
+            future.result()
