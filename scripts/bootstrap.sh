@@ -10,8 +10,18 @@ extras="${1:-dev,train}"
 python="${PYTHON:-python3.11}"
 command -v "$python" >/dev/null 2>&1 || python=python3
 
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "bootstrap: Python 3.11 or newer is needed (found $("$python" --version 2>&1))" >&2
+  exit 1
+fi
+
+java_major() {  # prints the major version of `java`, empty when there is none
+  java -version 2>&1 | sed -n '1s/.*version "\([0-9]*\).*/\1/p'
+}
 need_apt=()
-command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
+if ! command -v java >/dev/null 2>&1 || [ "$(java_major)" -lt 17 ] 2>/dev/null; then
+  need_apt+=(openjdk-17-jre-headless)
+fi
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -16,15 +16,14 @@ export VITRINE_CACHE_DIR="${VITRINE_CACHE_DIR:-$default_home/cache}"
 export VITRINE_KAFKA_PORT="${VITRINE_KAFKA_PORT:-19392}"
 export VITRINE_KAFKA_CONTROLLER_PORT="${VITRINE_KAFKA_CONTROLLER_PORT:-19393}"
 export VITRINE_MILVUS_PORT="${VITRINE_MILVUS_PORT:-19840}"
-own_home=""
-if [ -z "${VITRINE_HOME:-}" ]; then
-  own_home="$(mktemp -d -t vitrine-test-XXXXXX)"
-  export VITRINE_HOME="$own_home"
-fi
+# Always a private home: `infra down` at the end stops what runs from VITRINE_HOME, and that
+# must never be a demo's or a developer's services.
+own_home="$(mktemp -d -t vitrine-test-XXXXXX)"
+export VITRINE_HOME="$own_home"
 
 cleanup() {
   .venv/bin/vitrine infra down || true
-  if [ -n "$own_home" ]; then rm -rf "$own_home"; fi
+  rm -rf "$own_home"
 }
 trap cleanup EXIT
 .venv/bin/vitrine infra up
