@@ -18,7 +18,7 @@ from .errors import SearchFailed
 
 log = logging.getLogger(__name__)
 
-#: Row fields a reply reads; always named, never "*" (see the milvus-lite notes in DESIGN.md).
+#: Row fields a reply reads; always named, never "*" (milvus-lite 2.5.1 wants output_fields).
 HIT_FIELDS = ("listing_id", "mismatch_score", "category", "price", "currency", "model_version")
 
 
