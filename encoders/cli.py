@@ -57,7 +57,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--out", type=Path, help="run directory (default: HOME/runs/PROFILE)")
     train.set_defaults(func=_train)
 
-    model = sub.add_parser("model", help="build or inspect a serving model directory")
+    model = sub.add_parser(
+        "model",
+        help="build or inspect a serving model directory",
+        description="Serving model directories: `build` exports the towers and fusion to ONNX "
+        "with a manifest (checked against torch); `info` prints and verifies a manifest.",
+    )
     model_sub = model.add_subparsers(dest="model_command", metavar="ACTION")
     build = model_sub.add_parser(
         "build",
@@ -75,7 +80,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     build.add_argument("--out", type=Path, help="model directory (default: VITRINE_MODEL_DIR)")
     build.add_argument("--run-dir", type=Path, help="training run directory when --data is given")
     build.set_defaults(func=_build)
-    info = model_sub.add_parser("info", help="print a model directory's manifest and verify it")
+    info = model_sub.add_parser(
+        "info",
+        help="print a model directory's manifest and verify it",
+        description="Print the manifest of a model directory (model version, dimensions, "
+        "preprocessing, files) after checking every file's sha256 against it.",
+    )
     info.add_argument("model_dir", type=Path, nargs="?", help="default: VITRINE_MODEL_DIR")
     info.add_argument("--json", action="store_true", help="print the manifest as JSON")
     info.set_defaults(func=_info)

@@ -110,9 +110,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "VITRINE_TOPIC_* settings). Safe to run again: existing topics are left as they are.",
     )
     verbs = topics.add_subparsers(dest="verb", metavar="VERB", required=True)
-    create = verbs.add_parser("create", help="create missing topics (idempotent)")
+    create = verbs.add_parser(
+        "create",
+        help="create missing topics (idempotent)",
+        description="Create the events, embedded, dead-letter, recall request and reply topics "
+        "that do not exist yet; an existing topic with another partition count is an error.",
+    )
     create.set_defaults(func=cmd_create)
-    listing = verbs.add_parser("list", help="show Vitrine's topics and their partitions")
+    listing = verbs.add_parser(
+        "list",
+        help="show Vitrine's topics and their partitions",
+        description="List the topics named by the VITRINE_TOPIC_* settings with their "
+        "partition counts, or `missing`.",
+    )
     listing.set_defaults(func=cmd_list)
 
 

@@ -85,7 +85,9 @@ def test_killed_replica_loses_no_request(recall_env: RecallEnv, tmp_path: Path) 
     assert len(outcomes) == total and not others, others[:3]
     assert len(replies) + len(timeouts) == total
     assert all(r.status in {RecallStatus.OK, RecallStatus.EXPIRED} for r in replies)
-    assert replies, "the surviving replica answered nothing"
+    # The survivor takes the killed replica's partitions after the session timeout (6 s here),
+    # well inside the clients' timeout: a timeout would be a request lost in the failover.
+    assert not timeouts, f"{len(timeouts)} requests were never answered"
     for s in stats:
         # No reply reached a caller that did not send it; every pending entry is settled.
         assert (s.unknown, s.mismatched, s.pending) == (0, 0, 0), s

@@ -122,15 +122,22 @@ def produce(
 ) -> None:
     """Produce keyed records with the murmur2 partitioner and wait for delivery."""
     producer = Producer(producer_config(settings))
+    errors: list[object] = []
+
+    def on_delivery(err: object, msg: object) -> None:
+        if err is not None:
+            errors.append(err)
+
     for key, value in records:
         while True:
             try:
-                producer.produce(topic, key=key, value=value)
+                producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
                 break
             except BufferError:
                 producer.poll(0.1)
         producer.poll(0)
     assert producer.flush(30) == 0
+    assert not errors, errors[:3]
 
 
 def encode_json(payload: Any) -> bytes:

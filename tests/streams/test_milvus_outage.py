@@ -136,7 +136,9 @@ def test_milvus_outage_pauses_then_everything_lands_once(
         finished_at_stop = embedder.pipeline.finished
         retries = _retries()
         await asyncio.to_thread(produce, settings, settings.topic_events, records(second))
+        deadline = time.monotonic() + 90
         while _retries() < retries + 4:  # the sink is retrying against the stopped server
+            assert time.monotonic() < deadline, "the sink never retried against the stopped server"
             await asyncio.sleep(0.2)
         held = await asyncio.to_thread(scenario.committed, settings, settings.topic_partitions)
         await asyncio.sleep(2 * settings.commit_interval_s + 1.0)

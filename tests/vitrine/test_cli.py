@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Iterator
+
 import pytest
 
 from vitrine.cli import build_parser, main
@@ -37,9 +40,19 @@ def test_config_error_is_reported_with_reason(
     assert "[invalid_config]" in err and "VITRINE_KAFKA_PORT" in err
 
 
-def test_every_subcommand_has_help() -> None:
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
-    for name, sub_parser in sub.choices.items():  # type: ignore[union-attr]
-        assert sub_parser.description or sub_parser.format_help(), name
-        assert sub.choices[name].format_help().startswith("usage: vitrine")  # type: ignore[index]
+def _walk(parser: argparse.ArgumentParser, path: str) -> Iterator[tuple[str, str, str]]:
+    """(command path, one-line help, description) of every subcommand, nested ones included."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help or "" for choice in action._choices_actions}
+            for name, child in action.choices.items():
+                yield f"{path} {name}", helps.get(name, ""), child.description or ""
+                yield from _walk(child, f"{path} {name}")
+
+
+def test_every_subcommand_has_help_and_a_description() -> None:
+    commands = list(_walk(build_parser(), "vitrine"))
+    assert len(commands) > 10
+    for command, one_line, description in commands:
+        assert one_line.strip(), f"`{command}` has no one-line help in its parent's --help"
+        assert len(description) >= 30, f"`{command} --help` has no description"

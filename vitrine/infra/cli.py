@@ -25,16 +25,35 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         ),
     )
     verbs = infra.add_subparsers(dest="verb", metavar="VERB", required=True)
-    up = verbs.add_parser("up", help="start whatever is not running (idempotent)")
+    up = verbs.add_parser(
+        "up",
+        help="start whatever is not running (idempotent)",
+        description="Start the local Kafka broker and milvus-lite server unless they run or are "
+        "configured as external; fetch the Kafka jars with Maven on first use; wait until both "
+        "answer. Running it again changes nothing.",
+    )
     up.set_defaults(func=cmd_up)
-    down = verbs.add_parser("down", help="stop the local services, leaving no process behind")
+    down = verbs.add_parser(
+        "down",
+        help="stop the local services, leaving no process behind",
+        description="Stop the broker and the milvus-lite server of VITRINE_HOME (SIGTERM, then "
+        "SIGKILL after a grace period), found by pid file and by command line. Data is kept.",
+    )
     down.set_defaults(func=cmd_down)
     status = verbs.add_parser(
-        "status", help="show each service; exit 0 only when all answer (usable as healthcheck)"
+        "status",
+        help="show each service; exit 0 only when all answer (usable as healthcheck)",
+        description="Show whether Kafka and Milvus answer, where, and which local process "
+        "serves them. Exit code 0 only when both answer, so it works as a healthcheck.",
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
-    fetch = verbs.add_parser("fetch", help="only download the Kafka jars into the cache")
+    fetch = verbs.add_parser(
+        "fetch",
+        help="only download the Kafka jars into the cache",
+        description="Resolve Apache Kafka (VITRINE_KAFKA_VERSION) and its runtime dependencies "
+        "from Maven Central into VITRINE_CACHE_DIR, so later starts need no network.",
+    )
     fetch.set_defaults(func=cmd_fetch)
 
 
