@@ -64,7 +64,7 @@ def test_newest_per_listing() -> None:
 def test_settings_validation() -> None:
     with pytest.raises(ConfigError, match="VITRINE_BATCH_SIZE"):
         load(EmbedderSettings, batch_size=0)
-    with pytest.raises(ConfigError, match="milvus_backoff_max_s"):
+    with pytest.raises(ConfigError, match="VITRINE_MILVUS_BACKOFF_MAX_S"):
         load(EmbedderSettings, milvus_backoff_s=5, milvus_backoff_max_s=1)
     s = load(EmbedderSettings)
     assert s.metrics_port == 9464 and not s.allow_loopback_images
