@@ -4,7 +4,6 @@ every file it mounts or builds from is in the project."""
 
 from __future__ import annotations
 
-import importlib
 import re
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ from vitrine.cli import build_parser
 from vitrine.settings import VitrineSettings
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS_MODULES = ("vitrine.settings", "streams.settings", "recall.settings", "encoders.settings")
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +27,21 @@ def _vitrine_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: svc for name, svc in compose["services"].items() if "build" in svc}
 
 
-def _settings_fields() -> set[str]:
-    fields: set[str] = set()
-    for module_name in SETTINGS_MODULES:
-        module = importlib.import_module(module_name)
-        for value in vars(module).values():
-            if isinstance(value, type) and issubclass(value, VitrineSettings):
-                fields.update(value.model_fields)
-    return fields
+def _settings_fields(service: str) -> set[str]:
+    """Fields of the settings class the service's command loads."""
+    from encoders.settings import ModelSettings
+    from recall.settings import RecallSettings
+    from streams.settings import EmbedderSettings
+    from vitrine.settings import InfraSettings
+
+    by_service: dict[str, type[VitrineSettings]] = {
+        "embedder": EmbedderSettings,
+        "embedder-gpu": EmbedderSettings,
+        "recall": RecallSettings,
+        "topics": InfraSettings,
+        "model": ModelSettings,
+    }
+    return set(by_service[service].model_fields)
 
 
 def test_every_service_has_an_image(compose: dict[str, Any]) -> None:
@@ -67,8 +72,8 @@ def test_vitrine_commands_parse(compose: dict[str, Any]) -> None:
 
 
 def test_environment_names_real_settings(compose: dict[str, Any]) -> None:
-    fields = _settings_fields()
     for name, svc in _vitrine_services(compose).items():
+        fields = _settings_fields(name)
         for variable in svc.get("environment", {}):
             if variable.startswith("VITRINE_"):
                 field = variable.removeprefix("VITRINE_").lower()
