@@ -173,6 +173,7 @@ class Embedder:
         """Run until SIGTERM/SIGINT, :meth:`request_stop`, or ``max_events`` finished."""
         settings = self.settings
         self._max_events = max_events
+        metrics.serve(settings.metrics_port)  # first: a taken port fails before anything opens
         runner = BlockingRunner(settings.encode_threads)
         if self.encoder is None:
             self.encoder = await runner.run(Encoder.load, settings.resolved_model_dir)
@@ -250,8 +251,16 @@ class Embedder:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
-        metrics.serve(settings.metrics_port)
-        await app.start()
+        try:
+            await app.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(app.stop(), 20)
+            await fetcher.close()
+            runner.close()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            raise
         work = asyncio.create_task(pipeline.run(), name="embedder-pipeline")
         ticker = asyncio.create_task(self._tick(), name="embedder-commits")
         stopper = asyncio.create_task(self._stop.wait())
