@@ -27,32 +27,32 @@ def infra_settings() -> InfraSettings:
     return load(InfraSettings)
 
 
+def _running(service: LocalKafka | LocalMilvus, managed: bool, where: str) -> Iterator[str]:
+    """Yield ``where`` once ``service`` answers; start (and later stop) it only if it is ours."""
+    started = False
+    if managed and not service.answering():
+        started = service.start()
+    elif not service.answering():
+        pytest.fail(f"external service at {where} does not answer")
+    yield where
+    if started:
+        service.stop()
+
+
 @pytest.fixture(scope="session")
 def kafka(infra_settings: InfraSettings) -> Iterator[str]:
     """Bootstrap servers of a real, answering Kafka broker."""
-    broker = LocalKafka(infra_settings)
-    started = False
-    if infra_settings.manages_kafka and not broker.answering():
-        started = broker.start()
-    elif not broker.answering():
-        pytest.fail(f"external Kafka at {infra_settings.bootstrap_servers} does not answer")
-    yield infra_settings.bootstrap_servers
-    if started:
-        broker.stop()
+    yield from _running(
+        LocalKafka(infra_settings), infra_settings.manages_kafka, infra_settings.bootstrap_servers
+    )
 
 
 @pytest.fixture(scope="session")
 def milvus(infra_settings: InfraSettings) -> Iterator[str]:
     """URI of a real, answering Milvus (the local milvus-lite server by default)."""
-    server = LocalMilvus(infra_settings)
-    started = False
-    if infra_settings.manages_milvus and not server.answering():
-        started = server.start()
-    elif not server.answering():
-        pytest.fail(f"external Milvus at {infra_settings.milvus_endpoint} does not answer")
-    yield infra_settings.milvus_endpoint
-    if started:
-        server.stop()
+    yield from _running(
+        LocalMilvus(infra_settings), infra_settings.manages_milvus, infra_settings.milvus_endpoint
+    )
 
 
 @pytest.fixture
