@@ -256,30 +256,38 @@ def wait_for_group(
     )
 
 
-def embedder_lag(settings: VitrineSettings, group_id: str) -> int:
-    """Events on the events topic not yet committed by the embedder's group."""
-    from confluent_kafka import Consumer, TopicPartition
+class LagProbe:
+    """Reads how far the embedder's group has committed on the events topic; one connection,
+    reused while the demo waits for the embedder to drain."""
 
-    probe = Consumer(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "group.id": group_id,
-            "enable.auto.commit": False,
-            "log_level": 3,
-        }
-    )
-    try:
+    def __init__(self, settings: VitrineSettings, group_id: str) -> None:
+        from confluent_kafka import Consumer, TopicPartition
+
+        # Joins no group: committed() and watermarks only read the group's offsets.
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.bootstrap_servers,
+                "group.id": group_id,
+                "enable.auto.commit": False,
+                "log_level": 3,
+            }
+        )
         topic = settings.topic_events
-        partitions = probe.list_topics(topic, timeout=10).topics[topic].partitions
-        tps = [TopicPartition(topic, p) for p in partitions]
+        partitions = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        self.partitions = [TopicPartition(topic, p) for p in partitions]
+
+    def lag(self) -> int:
+        """Events on the events topic not yet committed by the group."""
         lag = 0
-        for tp in probe.committed(tps, timeout=10):
-            low, high = probe.get_watermark_offsets(tp, timeout=10)
+        for tp in self.consumer.committed(self.partitions, timeout=10):
+            low, high = self.consumer.get_watermark_offsets(tp, timeout=10)
             committed = tp.offset if tp.offset >= 0 else low
             lag += max(0, high - committed)
         return lag
-    finally:
-        probe.close()
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.consumer.close()
 
 
 def count_rows(settings: VitrineSettings) -> int | None:
@@ -422,12 +430,13 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
         if interactive:
             print()
         say(f"Producer stopped after {stats.produced} events; waiting for the embedder to drain...")
+        probe = LagProbe(settings, settings.app_id)
         deadline = time.monotonic() + options.drain_timeout_s
         while time.monotonic() < deadline:
             for service in services:
                 service.check()
             monitor.poll(0.5)
-            if embedder_lag(settings, settings.app_id) == 0 and monitor.caught_up():
+            if probe.lag() == 0 and monitor.caught_up():
                 break
         monitor.poll(1.0)
         figures = summary(
@@ -439,7 +448,8 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
         listings, deleted = marketplace.snapshot()
         figures["listings_live"] = len(set(listings) - deleted)
         figures["start_offsets"] = monitor.start_offsets
-        figures["drained"] = embedder_lag(settings, settings.app_id) == 0
+        figures["drained"] = probe.lag() == 0
+        probe.close()
         return figures
     finally:
         if client is not None:
