@@ -37,7 +37,9 @@ def item_from_hit(hit: Hit) -> RecallItem | None:
         mismatch = min(1.0, max(0.0, float(mismatch)))
     else:
         mismatch = None
-    category = hit.category if hit.category and _CATEGORY.fullmatch(hit.category) else None
+    category = hit.category
+    if not (category and len(category) <= limits.MAX_CATEGORY_CHARS and _CATEGORY.fullmatch(category)):
+        category = None
     price = None
     if (
         hit.price is not None

@@ -21,7 +21,9 @@ def _whole_minute_offset(value: datetime) -> datetime:
 
 ListingId = Annotated[str, Field(pattern=limits.LISTING_ID_PATTERN)]
 SellerId = Annotated[str, Field(pattern=limits.SELLER_ID_PATTERN)]
-Category = Annotated[str, Field(pattern=limits.CATEGORY_PATTERN)]
+Category = Annotated[
+    str, Field(max_length=limits.MAX_CATEGORY_CHARS, pattern=limits.CATEGORY_PATTERN)
+]
 EventId = Annotated[str, Field(pattern=limits.EVENT_ID_PATTERN)]
 RequestId = Annotated[str, Field(pattern=limits.REQUEST_ID_PATTERN)]
 Marketplace = Annotated[str, Field(pattern=limits.MARKETPLACE_PATTERN)]

@@ -14,7 +14,14 @@ MAX_PAYLOAD_BYTES = 1024 * 1024
 LISTING_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 SELLER_ID_PATTERN = LISTING_ID_PATTERN
 MAX_LISTING_ID_CHARS = 64
-CATEGORY_PATTERN = r"^[A-Za-z0-9_.:/-]{1,128}$"
+#: category: free text as marketplaces name them ("Hoodies & Sweatshirts", "Küche/Messer"), up to
+#: MAX_CATEGORY_CHARS characters with at least one that is not whitespace, and no control
+#: characters (C0, DEL, C1). It is only ever written into a filter as an escaped literal
+#: (``recall.filters.quote``). Milvus counts VARCHAR length in bytes, so the column allows
+#: 4 bytes per character.
+CATEGORY_PATTERN = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+MAX_CATEGORY_CHARS = 128
+MAX_CATEGORY_BYTES = 4 * MAX_CATEGORY_CHARS
 EVENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 REQUEST_ID_PATTERN = EVENT_ID_PATTERN
 MARKETPLACE_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"

@@ -15,6 +15,9 @@ from typing import Any
 from vitrine.errors import VitrineError
 from vitrine.settings import VitrineSettings
 
+#: Bytes the category column holds: schemas.limits.MAX_CATEGORY_BYTES (checked by a test).
+CATEGORY_BYTES = 512
+
 log = logging.getLogger(__name__)
 
 #: Scalar fields stored next to each embedding; recall filters and replies read them.
@@ -116,7 +119,8 @@ def ensure_collection(client: Any, layout: CollectionLayout) -> bool:
     schema.add_field("listing_id", DataType.VARCHAR, is_primary=True, max_length=64)
     schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=layout.dim)
     schema.add_field("mismatch_score", DataType.FLOAT)
-    schema.add_field("category", DataType.VARCHAR, max_length=128)
+    # Milvus counts VARCHAR length in bytes: 128 characters of UTF-8 (schemas.limits).
+    schema.add_field("category", DataType.VARCHAR, max_length=CATEGORY_BYTES)
     schema.add_field("price", DataType.DOUBLE)
     schema.add_field("currency", DataType.VARCHAR, max_length=3)
     schema.add_field("seller_id", DataType.VARCHAR, max_length=64)
