@@ -6,6 +6,7 @@ ARG EXTRAS=""
 ENV PYTHONUNBUFFERED=1 VITRINE_HOME=/var/lib/vitrine HF_HUB_OFFLINE=1
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY app ./app
 COPY vitrine ./vitrine
 COPY schemas ./schemas
 COPY encoders ./encoders

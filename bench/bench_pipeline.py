@@ -29,7 +29,7 @@ from confluent_kafka import Consumer, Producer
 
 from encoders.preprocess import preprocess_image
 from encoders.runtime import Encoder
-from streams.demo import LoopbackImageServer, marketplace_events, pace
+from app.demo.marketplace import LoopbackImageServer, marketplace_events, pace
 from vitrine.kafka_config import producer_config
 from vitrine.settings import VitrineSettings, load
 from vitrine.topics import ensure_topics
@@ -124,7 +124,7 @@ def main() -> int:
             "VITRINE_LOG_LEVEL": "WARNING",
         }
     )
-    embedder = subprocess.Popen([sys.executable, "-m", "vitrine.cli", "embedder"], env=env)
+    embedder = subprocess.Popen([sys.executable, "-m", "app.cli", "embedder"], env=env)
     producer = Producer(producer_config(settings))
     consumer = Consumer(
         {

@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             "VITRINE_METRICS_PORT": "0",
         }
         worker = subprocess.Popen(
-            [sys.executable, "-m", "vitrine.cli", "--log-level", "WARNING", "recall"], env=env
+            [sys.executable, "-m", "app.cli", "--log-level", "WARNING", "recall"], env=env
         )
         for consistency in ("Strong", "Bounded"):
             log(f"direct search, {consistency}: {args.rate:g}/s for {args.duration:g} s")

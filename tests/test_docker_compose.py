@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from vitrine.cli import build_parser
+from app.cli import build_parser
 from vitrine.settings import VitrineSettings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,7 +1,8 @@
-"""Vitrine: near-real-time multimodal listing embeddings for marketplaces.
+"""Vitrine's foundation: what every service shares.
 
-This package holds what every service shares: the exception root, settings, the CLI, and the
-management of the local Kafka broker and milvus-lite server.
+The exception root, settings, Kafka client configuration, topics, the Milvus client factory,
+metrics helpers and the management of the local Kafka broker and Milvus server. It imports no
+service package (``streams``, ``recall``, ``encoders``) and nothing from ``app``.
 """
 
 __version__ = "0.1.0"

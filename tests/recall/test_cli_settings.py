@@ -6,7 +6,7 @@ import pytest
 
 from recall.settings import RecallSettings
 from recall.worker import worker_consumer_config, worker_producer_config
-from vitrine.cli import build_parser
+from app.cli import build_parser
 from vitrine.errors import ConfigError
 from vitrine.settings import load
 

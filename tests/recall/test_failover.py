@@ -42,7 +42,7 @@ def start_workers(env: RecallEnv, logs: list[Path]) -> list[subprocess.Popen[byt
         with log.open("wb") as out:  # the child keeps its own descriptor
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "vitrine.cli", "--log-level", "WARNING", "recall"],
+                    [sys.executable, "-m", "app.cli", "--log-level", "WARNING", "recall"],
                     env=worker_env(env.settings),
                     stdout=out,
                     stderr=subprocess.STDOUT,

@@ -392,7 +392,7 @@ def test_cli_burst_mode_answers_and_exits(recall_env: RecallEnv, idle_requests) 
         )
     producer.flush(10)
     done = subprocess.run(
-        [sys.executable, "-m", "vitrine.cli", "recall", "--burst"],
+        [sys.executable, "-m", "app.cli", "recall", "--burst"],
         env=worker_env(s),
         capture_output=True,
         text=True,

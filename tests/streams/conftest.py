@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from streams.settings import EmbedderSettings
-from streams.testing import build_stub_model
+from tests.stub_model import build_stub_model
 from tests.streams.harness import ImageServer
 from vitrine.settings import InfraSettings, load
 from vitrine.topics import ensure_topics

@@ -69,7 +69,7 @@ def _paced(records: list[Any], rate: float) -> Iterator[Any]:
 def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "vitrine.cli", "embedder"],
+            [sys.executable, "-m", "app.cli", "embedder"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -23,7 +23,7 @@ PORTS = {
 
 def _vitrine(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "vitrine.cli", *args],
+        [sys.executable, "-m", "app.cli", *args],
         env=env,
         capture_output=True,
         text=True,

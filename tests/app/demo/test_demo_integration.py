@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from streams.testing import build_stub_model
+from tests.stub_model import build_stub_model
 from vitrine.infra.process import port_open
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -110,7 +110,7 @@ def demo_run(
     )  # fmt: skip
     summary_path = tmp / "summary.json"
     demo = subprocess.Popen(
-        [sys.executable, "-m", "vitrine.cli", "demo", "--duration", "25", "--rate", "20",
+        [sys.executable, "-m", "app.cli", "demo", "--duration", "25", "--rate", "20",
          "--listings", "60", "--poison-share", "0.05", "--mismatch-share", "0.2",
          "--recall-every", "2", "--model-dir", str(model),
          "--embedder-metrics-port", str(ports["embedder"]),

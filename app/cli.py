@@ -22,7 +22,7 @@ COMMAND_MODULES = (
     "encoders.cli",
     "streams.cli",
     "recall.cli",
-    "vitrine.demo",
+    "app.demo",
 )
 
 EPILOG = """\

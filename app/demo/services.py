@@ -28,7 +28,7 @@ class ServiceProcess:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with log_file.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "vitrine.cli", *args],
+                [sys.executable, "-m", "app.cli", *args],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -101,7 +101,7 @@ def ensure_model(model_dir: Path, work_dir: Path, *, listings: int, epochs: int,
     print(f"Building the cpu model into {model_dir} (first run only; a few minutes)...")
     started = time.monotonic()
     for step in steps:
-        result = subprocess.run([sys.executable, "-m", "vitrine.cli", *step], env=env, check=False)
+        result = subprocess.run([sys.executable, "-m", "app.cli", *step], env=env, check=False)
         if result.returncode != 0:
             raise DemoError(f"`vitrine {' '.join(step)}` failed with exit code {result.returncode}")
     print(f"Model built in {time.monotonic() - started:.0f} s.")

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from vitrine.demo.stats import RunStats, percentile, render_recall, render_summary, summary
+from app.demo.stats import RunStats, percentile, render_recall, render_summary, summary
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,9 @@ from pathlib import Path
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register `vitrine demo`."""
+    """Register `vitrine demo` and `vitrine produce`."""
+    from app.demo.produce import add_produce_command
+
     demo = sub.add_parser(
         "demo",
         help="run the whole pipeline on a synthetic marketplace and show what happens",
@@ -88,11 +90,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     demo.add_argument("--quiet", action="store_true", help="print the summary only")
     demo.set_defaults(func=cmd_demo)
+    add_produce_command(sub)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Validate the options, run the demo, print the summary."""
-    from vitrine.demo.run import DemoOptions, print_summary, run_demo
+    from app.demo.run import DemoOptions, print_summary, run_demo
     from vitrine.errors import ConfigError
 
     for name in ("duration", "rate", "recall_every", "drain_timeout"):

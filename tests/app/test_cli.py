@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from vitrine.cli import build_parser, main
+from app.cli import build_parser, main
 
 
 def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:

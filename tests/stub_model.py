@@ -1,4 +1,4 @@
-"""Stand-ins for tests, benchmarks and the demo: a tiny model directory built without torch.
+"""Stand-ins for tests and benchmarks: a tiny model directory built without torch.
 
 :func:`build_stub_model` writes a model directory in the real format (``manifest.json``, three
 ONNX graphs with dynamic batch, ``tokenizer.json``) whose towers are small random linear maps:

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from vitrine.demo.services import DemoError, ServiceProcess, ensure_model, tail
-from vitrine.demo.stats import RunStats, render_recall, render_status, render_summary, summary
+from app.demo.services import DemoError, ServiceProcess, ensure_model, tail
+from app.demo.stats import RunStats, render_recall, render_status, render_summary, summary
 from vitrine.infra.kafka import LocalKafka
 from vitrine.infra.milvus import LocalMilvus
 from vitrine.settings import VitrineSettings
@@ -51,7 +51,7 @@ class Marketplace:
     def __init__(self, settings: VitrineSettings, options: DemoOptions, stats: RunStats) -> None:
         from confluent_kafka import Producer
 
-        from streams.demo import LoopbackImageServer, marketplace_events
+        from app.demo.marketplace import LoopbackImageServer, marketplace_events
         from vitrine.kafka_config import producer_config
 
         self.settings = settings
