@@ -127,7 +127,7 @@ def test_past_deadline_is_expired_without_a_search(catalog: Catalog) -> None:
                     "request_id": "x3",
                     "k": 3,
                     "query": {"listing_id": "L1"},
-                    "filters": {"categories": ['" or category != "']},
+                    "filters": {"categories": ["line\nbreak"]},
                 }
             ).encode(),
             None,
