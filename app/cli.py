@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "streams.cli",
     "recall.cli",
     "app.demo",
+    "app.explorer",
 )
 
 EPILOG = """\

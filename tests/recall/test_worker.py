@@ -197,11 +197,22 @@ def test_every_request_gets_exactly_one_reply(recall_env: RecallEnv, worker: Wor
     cases: dict[bytes, tuple[bytes | None, str, str | None]] = {
         b"garbage": (b"\x00\xffnot json", "invalid", "malformed_json"),
         b"empty": (None, "invalid", "malformed_json"),
+        # Categories are free text: a quote is matched literally (no such category: no items)...
         b"hostile-category": (
             spring_request(
                 request_id="h1",
                 query={"listing_id": "L00001"},
                 filters={"categories": ['shoes" or category != "x']},
+            ),
+            "ok",
+            None,
+        ),
+        # ... while a control character is refused.
+        b"control-category": (
+            spring_request(
+                request_id="h2",
+                query={"listing_id": "L00001"},
+                filters={"categories": ["shoes\u0007"]},
             ),
             "invalid",
             None,
@@ -275,6 +286,8 @@ def test_every_request_gets_exactly_one_reply(recall_env: RecallEnv, worker: Wor
     assert len(messages) == len(cases)
     for cid, (_, status, reason) in cases.items():
         assert got[cid].status.value == status, (cid, got[cid])
+        if cid == b"hostile-category":
+            assert got[cid].items == ()
         if reason is not None:
             assert got[cid].reason == reason
         if status == "invalid":
