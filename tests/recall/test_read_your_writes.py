@@ -54,7 +54,8 @@ def test_a_request_with_the_write_token_sees_the_write(
         for attempt in range(5):
             listing_id = f"RYW{attempt}"
             vector = rng.standard_normal(DIM).astype(np.float32)
-            count, token = upsert_rows(store, settings.milvus_collection, [_row(listing_id, vector)])
+            row = _row(listing_id, vector)
+            count, token = upsert_rows(store, settings.milvus_collection, [row])
             assert count == 1
             if settings.milvus_is_lite:
                 assert token is None  # milvus-lite has no timestamps; every read sees the write
@@ -63,7 +64,9 @@ def test_a_request_with_the_write_token_sees_the_write(
 
             by_id = client.similar(listing_id, k=3, timeout=30, write_token=token)
             assert (by_id.status, by_id.reason) == (RecallStatus.OK, None), by_id
-            by_vector = client.similar_to_vector(vector.tolist(), k=1, timeout=30, write_token=token)
+            by_vector = client.similar_to_vector(
+                vector.tolist(), k=1, timeout=30, write_token=token
+            )
             assert by_vector.status is RecallStatus.OK
             assert [i.listing_id for i in by_vector.items or ()] == [listing_id]
     finally:
