@@ -105,7 +105,7 @@ class RecallAnswerer:
         }
         stored = {}
         if seeds:
-            tokens = [requests[i].write_token for i in seeds if requests[i].write_token]
+            tokens = [t for i in seeds if (t := requests[i].write_token) is not None]
             try:
                 stored = self._index.lookup(
                     sorted(set(seeds.values())), write_token=max(tokens) if tokens else None
