@@ -105,8 +105,11 @@ class RecallAnswerer:
         }
         stored = {}
         if seeds:
+            tokens = [t for i in seeds if (t := requests[i].write_token) is not None]
             try:
-                stored = self._index.lookup(sorted(set(seeds.values())))
+                stored = self._index.lookup(
+                    sorted(set(seeds.values())), write_token=max(tokens) if tokens else None
+                )
             except SearchFailed as exc:
                 log.warning("seed lookup failed for %d requests: %s", len(seeds), exc)
                 for i in seeds:
@@ -142,11 +145,13 @@ class RecallAnswerer:
                     batch[i], RecallStatus.INVALID, exc.reason, exc.message, request.request_id
                 )
                 continue
-            queries.append(SearchQuery(i, vector, expression, limit))
+            queries.append(SearchQuery(i, vector, expression, limit, request.write_token))
         for job in plan_searches(queries, self._max_vectors):
             started = self._monotonic()
             try:
-                results = self._index.search(job.vectors, job.expression, job.limit)
+                results = self._index.search(
+                    job.vectors, job.expression, job.limit, write_token=job.write_token
+                )
                 if len(results) != len(job.queries):
                     raise SearchFailed(
                         f"search returned {len(results)} result lists for "

@@ -23,6 +23,7 @@ class SearchQuery(Generic[K]):
     vector: tuple[float, ...]
     expression: str
     limit: int  # hits this request needs from the search
+    write_token: int | None = None  # read-your-writes: the search must see this write
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,7 @@ class SearchJob(Generic[K]):
     expression: str
     limit: int
     queries: tuple[SearchQuery[K], ...]
+    write_token: int | None = None  # the largest token of its queries: sees all their writes
 
     @property
     def vectors(self) -> list[tuple[float, ...]]:
@@ -41,15 +43,21 @@ class SearchJob(Generic[K]):
 
 def plan_searches(queries: Sequence[SearchQuery[K]], max_vectors: int) -> list[SearchJob[K]]:
     """Group ``queries`` by expression, in order of first appearance, at most ``max_vectors``
-    per job; each job's limit is the largest limit among its queries."""
+    per job; each job's limit is the largest limit among its queries.
+
+    Queries with a write token are searched apart from those without: waiting for a write
+    costs up to a Milvus time tick, which requests that did not ask for it must not pay. The
+    tokened job waits for its largest token, which covers every smaller one.
+    """
     if max_vectors < 1:
         raise ValueError("max_vectors must be at least 1")
-    groups: dict[str, list[SearchQuery[K]]] = {}
+    groups: dict[tuple[str, bool], list[SearchQuery[K]]] = {}
     for query in queries:
-        groups.setdefault(query.expression, []).append(query)
+        groups.setdefault((query.expression, query.write_token is not None), []).append(query)
     jobs: list[SearchJob[K]] = []
-    for expression, members in groups.items():
+    for (expression, tokened), members in groups.items():
         for start in range(0, len(members), max_vectors):
             chunk = tuple(members[start : start + max_vectors])
-            jobs.append(SearchJob(expression, max(q.limit for q in chunk), chunk))
+            token = max(q.write_token or 0 for q in chunk) if tokened else None
+            jobs.append(SearchJob(expression, max(q.limit for q in chunk), chunk, token))
     return jobs

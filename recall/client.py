@@ -48,6 +48,7 @@ def build_request(
     k: int,
     filters: FiltersArg,
     timeout_s: float,
+    write_token: int | None = None,
 ) -> RecallRequest:
     """A validated request with a fresh request_id and a deadline ``timeout_s`` from now."""
     try:
@@ -62,6 +63,7 @@ def build_request(
             k=k,
             filters=filters,
             deadline=datetime.now(UTC) + timedelta(seconds=timeout_s),
+            write_token=write_token,
         )
     except ValidationError as exc:
         raise InvalidQuery(f"invalid recall request: {exc}", reason="invalid_request") from exc
@@ -112,11 +114,26 @@ class RecallClient(_ClientBase):
     """
 
     def similar(
-        self, listing_id: str, k: int = 10, filters: FiltersArg = None, timeout: float | None = None
+        self,
+        listing_id: str,
+        k: int = 10,
+        filters: FiltersArg = None,
+        timeout: float | None = None,
+        write_token: int | None = None,
     ) -> RecallReply:
-        """Items like the indexed listing ``listing_id`` (the listing itself excluded)."""
+        """Items like the indexed listing ``listing_id`` (the listing itself excluded).
+
+        ``write_token``: the ``write_token`` of an embedded event; the answer then includes
+        that write (read your writes), at the cost of waiting for it on a Milvus server.
+        """
         timeout_s = self._timeout(timeout)
-        request = build_request(listing_id=listing_id, k=k, filters=filters, timeout_s=timeout_s)
+        request = build_request(
+            listing_id=listing_id,
+            k=k,
+            filters=filters,
+            timeout_s=timeout_s,
+            write_token=write_token,
+        )
         return self.send(request, timeout_s, key=listing_id.encode())
 
     def similar_to_vector(
@@ -125,10 +142,14 @@ class RecallClient(_ClientBase):
         k: int = 10,
         filters: FiltersArg = None,
         timeout: float | None = None,
+        write_token: int | None = None,
     ) -> RecallReply:
-        """Items closest to ``vector`` (of the index's dimension)."""
+        """Items closest to ``vector`` (of the index's dimension); ``write_token`` as for
+        ``similar``."""
         timeout_s = self._timeout(timeout)
-        request = build_request(vector=vector, k=k, filters=filters, timeout_s=timeout_s)
+        request = build_request(
+            vector=vector, k=k, filters=filters, timeout_s=timeout_s, write_token=write_token
+        )
         return self.send(request, timeout_s)
 
     def send(
@@ -161,11 +182,22 @@ class AsyncRecallClient(_ClientBase):
     """
 
     async def similar(
-        self, listing_id: str, k: int = 10, filters: FiltersArg = None, timeout: float | None = None
+        self,
+        listing_id: str,
+        k: int = 10,
+        filters: FiltersArg = None,
+        timeout: float | None = None,
+        write_token: int | None = None,
     ) -> RecallReply:
-        """Items like the indexed listing ``listing_id`` (the listing itself excluded)."""
+        """Items like the indexed listing ``listing_id`` (see :meth:`RecallClient.similar`)."""
         timeout_s = self._timeout(timeout)
-        request = build_request(listing_id=listing_id, k=k, filters=filters, timeout_s=timeout_s)
+        request = build_request(
+            listing_id=listing_id,
+            k=k,
+            filters=filters,
+            timeout_s=timeout_s,
+            write_token=write_token,
+        )
         return await self.send(request, timeout_s, key=listing_id.encode())
 
     async def similar_to_vector(
@@ -174,10 +206,14 @@ class AsyncRecallClient(_ClientBase):
         k: int = 10,
         filters: FiltersArg = None,
         timeout: float | None = None,
+        write_token: int | None = None,
     ) -> RecallReply:
-        """Items closest to ``vector`` (of the index's dimension)."""
+        """Items closest to ``vector`` (of the index's dimension); ``write_token`` as for
+        ``similar``."""
         timeout_s = self._timeout(timeout)
-        request = build_request(vector=vector, k=k, filters=filters, timeout_s=timeout_s)
+        request = build_request(
+            vector=vector, k=k, filters=filters, timeout_s=timeout_s, write_token=write_token
+        )
         return await self.send(request, timeout_s)
 
     async def send(

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from vitrine.vectorstore import CollectionLayout, search_params
+from vitrine.vectorstore import CollectionLayout, consistency, index_type_of, search_params
 
 from .errors import SearchFailed
 
@@ -51,14 +51,23 @@ class VectorIndex(Protocol):
         """Dimension of the stored embeddings."""
         ...
 
-    def lookup(self, listing_ids: Sequence[str]) -> dict[str, StoredVector]:
-        """Stored embeddings of the listings that exist; absent ids are left out."""
+    def lookup(
+        self, listing_ids: Sequence[str], *, write_token: int | None = None
+    ) -> dict[str, StoredVector]:
+        """Stored embeddings of the listings that exist; absent ids are left out. With a
+        ``write_token`` the lookup sees that write."""
         ...
 
     def search(
-        self, vectors: Sequence[Sequence[float]], expression: str, limit: int
+        self,
+        vectors: Sequence[Sequence[float]],
+        expression: str,
+        limit: int,
+        *,
+        write_token: int | None = None,
     ) -> list[list[Hit]]:
-        """For each vector, up to ``limit`` hits passing ``expression``, best first."""
+        """For each vector, up to ``limit`` hits passing ``expression``, best first. With a
+        ``write_token`` the search sees that write."""
         ...
 
 
@@ -70,7 +79,7 @@ class MilvusIndex:
         client: Any,
         layout: CollectionLayout,
         *,
-        consistency_level: str = "Strong",
+        consistency_level: str = "Bounded",
         timeout_s: float = 5.0,
     ) -> None:
         self._client = client
@@ -84,13 +93,13 @@ class MilvusIndex:
         client: Any,
         collection: str,
         *,
-        index_type: str,
-        consistency_level: str = "Strong",
+        consistency_level: str = "Bounded",
         timeout_s: float = 5.0,
     ) -> MilvusIndex:
-        """Read the collection's dimension, load it once, and return the index over it."""
+        """Read the collection's dimension and index, load it once, return the index over it."""
         try:
             described = client.describe_collection(collection)
+            index_type = index_type_of(client, collection)
             client.load_collection(collection)
         except Exception as exc:
             raise SearchFailed(
@@ -119,7 +128,9 @@ class MilvusIndex:
         """The collection searched."""
         return self._layout
 
-    def lookup(self, listing_ids: Sequence[str]) -> dict[str, StoredVector]:
+    def lookup(
+        self, listing_ids: Sequence[str], *, write_token: int | None = None
+    ) -> dict[str, StoredVector]:
         """One query by primary key for all ``listing_ids``."""
         if not listing_ids:
             return {}
@@ -128,8 +139,8 @@ class MilvusIndex:
                 self._layout.name,
                 ids=list(dict.fromkeys(listing_ids)),
                 output_fields=["listing_id", "embedding", "model_version"],
-                consistency_level=self._consistency,
                 timeout=self._timeout,
+                **consistency(self._consistency, write_token),
             )
         except Exception as exc:
             raise SearchFailed(f"lookup failed: {exc}", reason="milvus_lookup_failed") from exc
@@ -141,7 +152,12 @@ class MilvusIndex:
         return found
 
     def search(
-        self, vectors: Sequence[Sequence[float]], expression: str, limit: int
+        self,
+        vectors: Sequence[Sequence[float]],
+        expression: str,
+        limit: int,
+        *,
+        write_token: int | None = None,
     ) -> list[list[Hit]]:
         """One Milvus search call for all ``vectors``."""
         if not vectors:
@@ -155,8 +171,8 @@ class MilvusIndex:
                 limit=limit,
                 output_fields=list(HIT_FIELDS),
                 search_params=search_params(self._layout, limit),
-                consistency_level=self._consistency,
                 timeout=self._timeout,
+                **consistency(self._consistency, write_token),
             )
         except Exception as exc:
             raise SearchFailed(f"search failed: {exc}", reason="milvus_search_failed") from exc

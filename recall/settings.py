@@ -35,9 +35,11 @@ class RecallSettings(VitrineSettings):
         default=5.0, gt=0, le=300, description="Timeout of one Milvus lookup or search call."
     )
     recall_consistency_level: ConsistencyLevel = Field(
-        default="Strong",
-        description="Milvus consistency of lookups and searches. Strong: a search sees every "
-        "upsert acknowledged before the request was sent, from any process.",
+        default="Bounded",
+        description="Milvus consistency of lookups and searches without a write_token. "
+        "Bounded: no wait (a write is visible within about a time tick, 200 ms, on a Milvus "
+        "server); Strong waits for the next time tick on every search (~200 ms). A request "
+        "with a write_token always sees that write, whatever this level.",
     )
     recall_reply_timeout_s: float = Field(
         default=15.0, gt=0, le=600, description="How long the worker retries one reply."

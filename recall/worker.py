@@ -334,7 +334,6 @@ def open_index(settings: RecallSettings, wait_s: float = 0.0) -> VectorIndex:
             return MilvusIndex.open(
                 client,
                 settings.milvus_collection,
-                index_type="FLAT" if settings.manages_milvus else "HNSW",
                 consistency_level=settings.recall_consistency_level,
                 timeout_s=settings.recall_search_timeout_s,
             )

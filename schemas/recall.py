@@ -28,6 +28,8 @@ from .fields import (
 from .registry import RECALL_REPLY, RECALL_REQUEST
 
 RECALL_REQUESTS_TOPIC = "recall.requests"
+#: Milvus timestamps are unsigned 64-bit; the ones it hands out fit a signed one for centuries.
+MAX_WRITE_TOKEN = 2**63 - 1
 
 
 class RecallQuery(StrictPart):
@@ -90,6 +92,8 @@ class RecallRequest(ContractModel):
     k: Annotated[int, Field(ge=1, le=limits.MAX_K)]
     filters: RecallFilters | None = None
     deadline: Timestamp | None = None
+    #: Read your writes: the ``write_token`` of an embedded event; the search sees that write.
+    write_token: Annotated[int, Field(ge=1, le=MAX_WRITE_TOKEN)] | None = None
 
 
 class RecallStatus(StrEnum):

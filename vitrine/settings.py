@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,6 +24,8 @@ from pydantic_settings import (
 from vitrine.errors import ConfigError
 
 ENV_PREFIX = "VITRINE_"
+#: Port distance between two nodes of the local Kafka cluster.
+NODE_PORT_STEP = 10
 CONFIG_FILE_ENV = "VITRINE_CONFIG"
 
 
@@ -58,16 +60,35 @@ class VitrineSettings(BaseSettings):
     kafka_controller_port: int = Field(
         default=19093, ge=1024, le=65535, description="Local KRaft controller port."
     )
+    kafka_brokers: int = Field(
+        default=1,
+        ge=1,
+        le=5,
+        description="Brokers of the local Kafka cluster `vitrine infra up` runs (KRaft, each "
+        "node broker and controller). Node i listens on VITRINE_KAFKA_PORT + 10*i and "
+        "VITRINE_KAFKA_CONTROLLER_PORT + 10*i. 3 gives topics replication 3, min.insync 2.",
+    )
     kafka_version: str = Field(
         default="4.1.1", pattern=r"^\d+\.\d+\.\d+$", description="Apache Kafka release to run."
     )
     milvus_uri: str | None = Field(
         default=None,
-        description="Milvus endpoint (http://host:19530). Unset: the local milvus-lite server "
-        "that `vitrine infra up` manages, on 127.0.0.1:VITRINE_MILVUS_PORT.",
+        description="Milvus endpoint (http://host:19530). Unset: the local Milvus "
+        "(VITRINE_MILVUS_KIND) that `vitrine infra up` manages, on 127.0.0.1:VITRINE_MILVUS_PORT.",
+    )
+    milvus_kind: Literal["lite", "server"] = Field(
+        default="lite",
+        description="What `vitrine infra up` runs when VITRINE_MILVUS_URI is unset: `lite` "
+        "(milvus-lite, embedded default) or `server` (Milvus standalone from the `milvus` "
+        "package: embedded etcd, local storage, HNSW, real consistency levels).",
     )
     milvus_token: str = Field(default="", description="Milvus token (user:password), if any.")
-    milvus_port: int = Field(default=19540, ge=1024, le=65535, description="milvus-lite port.")
+    milvus_port: int = Field(
+        default=19540,
+        ge=1024,
+        le=65525,
+        description="Port of the local Milvus (the server kind also uses the next 10 ports).",
+    )
     milvus_collection: str = Field(
         default="listings",
         pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$",
@@ -79,7 +100,20 @@ class VitrineSettings(BaseSettings):
     topic_recall_requests: str = Field(default="recall.requests", description="Recall requests.")
     topic_recall_replies: str = Field(default="recall.replies", description="Default replies.")
     topic_partitions: int = Field(default=4, ge=1, le=1024, description="Partitions per topic.")
-    topic_replication: int = Field(default=1, ge=1, le=16, description="Replication factor.")
+    topic_replication: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Replication factor. Unset: the number of local brokers, at most 3 "
+        "(1 for an external cluster: set it there).",
+    )
+    topic_min_insync_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="min.insync.replicas of Vitrine's topics: acks=all writes fail rather than "
+        "live on fewer copies. Unset: replication - 1, at least 1, at most 2.",
+    )
     topic_retention_ms: int = Field(
         default=7 * 24 * 3600 * 1000, ge=-1, description="Retention of the data topics (ms)."
     )
@@ -95,6 +129,39 @@ class VitrineSettings(BaseSettings):
         "topic_recall_requests",
         "topic_recall_replies",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replication_defaults(cls, data: Any) -> Any:
+        # Defaults that follow the cluster size; explicit values always win.
+        if not isinstance(data, dict):
+            return data
+        try:
+            brokers = int(data.get("kafka_brokers", 1))
+        except (TypeError, ValueError):
+            return data  # the field validator reports it
+        external = data.get("kafka_bootstrap") not in (None, "")
+        if data.get("topic_replication") in (None, ""):
+            data["topic_replication"] = 1 if external else min(brokers, 3)
+        if data.get("topic_min_insync_replicas") in (None, ""):
+            try:
+                replication = int(data["topic_replication"])
+            except (TypeError, ValueError):
+                return data
+            data["topic_min_insync_replicas"] = max(1, min(2, replication - 1))
+        return data
+
+    @model_validator(mode="after")
+    def _replication_fits(self) -> VitrineSettings:
+        if self.topic_min_insync_replicas > self.topic_replication:
+            raise ValueError(
+                "VITRINE_TOPIC_MIN_INSYNC_REPLICAS must not exceed VITRINE_TOPIC_REPLICATION"
+            )
+        if self.manages_kafka and self.topic_replication > self.kafka_brokers:
+            raise ValueError(
+                "VITRINE_TOPIC_REPLICATION exceeds VITRINE_KAFKA_BROKERS (the local cluster)"
+            )
+        return self
 
     @field_validator("log_level")
     @classmethod
@@ -168,13 +235,28 @@ class VitrineSettings(BaseSettings):
 
     @property
     def manages_milvus(self) -> bool:
-        """True when Vitrine runs milvus-lite itself (no external Milvus configured)."""
+        """True when Vitrine runs Milvus itself (no external Milvus configured)."""
         return self.milvus_uri is None
+
+    @property
+    def milvus_is_lite(self) -> bool:
+        """True when the endpoint is the local milvus-lite server (FLAT and IVF_FLAT only)."""
+        return self.manages_milvus and self.milvus_kind == "lite"
 
     @property
     def bootstrap_servers(self) -> str:
         """The Kafka bootstrap servers to connect to."""
-        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+        if self.kafka_bootstrap:
+            return self.kafka_bootstrap
+        return ",".join(f"127.0.0.1:{port}" for port, _ in self.kafka_node_ports)
+
+    @property
+    def kafka_node_ports(self) -> list[tuple[int, int]]:
+        """(broker port, controller port) of each local Kafka node, node 1 first."""
+        return [
+            (self.kafka_port + NODE_PORT_STEP * i, self.kafka_controller_port + NODE_PORT_STEP * i)
+            for i in range(self.kafka_brokers)
+        ]
 
     @property
     def milvus_endpoint(self) -> str:

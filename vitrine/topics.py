@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import time
 from dataclasses import dataclass
+from typing import Any
 
 from vitrine.errors import BrokerUnavailable, InfraError
 from vitrine.settings import InfraSettings, VitrineSettings, load
@@ -28,7 +30,11 @@ def topic_specs(settings: VitrineSettings) -> list[TopicSpec]:
     dlq_retention = -1 if retention < 0 else retention * DLQ_RETENTION_FACTOR
     specs = []
     for role, name in settings.topics.items():
-        config = {"retention.ms": str(dlq_retention if role == "dlq" else retention)}
+        config = {
+            "retention.ms": str(dlq_retention if role == "dlq" else retention),
+            # With acks=all, a write is acknowledged only once this many replicas hold it.
+            "min.insync.replicas": str(settings.topic_min_insync_replicas),
+        }
         if role in {"recall_requests", "recall_replies"}:
             # Requests and replies are worthless after their deadline; keep them briefly.
             config["retention.ms"] = str(min(retention, 3_600_000)) if retention > 0 else "3600000"
@@ -98,7 +104,21 @@ def ensure_topics(
                 result[name] = "exists"
             else:
                 raise InfraError(f"creating topic {name!r} failed: {err.str()}") from exc
+    _await_metadata(admin, [s.name for s in missing], timeout_s)
     return result
+
+
+def _await_metadata(admin: Any, names: list[str], timeout_s: float) -> None:
+    """Wait until the broker serves metadata for ``names``: a caller that checks or uses a
+    topic right after creating it must not find it missing."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        topics = admin.list_topics(timeout=timeout_s).topics
+        if all(n in topics and topics[n].error is None and topics[n].partitions for n in names):
+            return
+        if time.monotonic() >= deadline:
+            raise InfraError(f"topics {names} created but not in the metadata after {timeout_s} s")
+        time.sleep(0.05)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

@@ -3,7 +3,14 @@ worker (reads). Everything talks to Milvus through ``MilvusClient(uri=...)``, so
 runs against the local milvus-lite server, Milvus standalone and Milvus distributed.
 
 Index choice: milvus-lite 2.5.1 accepts FLAT, IVF_FLAT and AUTOINDEX (exact in practice) and
-rejects HNSW, so the local server gets FLAT/COSINE and a real Milvus gets HNSW/COSINE.
+rejects HNSW, so milvus-lite gets FLAT/COSINE and a Milvus server HNSW/COSINE, searched with
+``ef`` = max(HNSW_EF, 2k).
+
+Write tokens (read your writes): every upsert through :func:`upsert_rows` returns the Milvus
+timestamp the server gave it. A search whose guarantee timestamp is at least that token sees
+the write (Milvus waits until its query nodes have consumed up to it); other searches run at the
+cheap Bounded level. milvus-lite gives no timestamps (token None): every write is visible to the
+next read there anyway.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ SCALAR_FIELDS = (
     "updated_at_ms",
 )
 HNSW_PARAMS = {"M": 16, "efConstruction": 200}
+#: HNSW search breadth: recall@10 against exact search measured by bench/bench_recall.py.
+HNSW_EF = 64
 #: gRPC channel options of every client. pymilvus sends keepalive pings every 10 s, even on an
 #: idle channel; a gRPC server with the default ping policy (milvus-lite's) allows one ping per
 #: 5 minutes without calls and answers more with GOAWAY "too_many_pings", which fails the calls
@@ -67,7 +76,7 @@ class CollectionLayout:
     @classmethod
     def for_settings(cls, settings: VitrineSettings, dim: int) -> CollectionLayout:
         """The layout for ``settings``: FLAT on the local milvus-lite server, HNSW otherwise."""
-        return cls(settings.milvus_collection, dim, "FLAT" if settings.manages_milvus else "HNSW")
+        return cls(settings.milvus_collection, dim, "FLAT" if settings.milvus_is_lite else "HNSW")
 
 
 def open_client(uri: str, token: str = "", timeout_s: float = 10.0) -> Any:
@@ -158,5 +167,43 @@ def _create_index(client: Any, layout: CollectionLayout) -> str:
 def search_params(layout: CollectionLayout, k: int) -> dict[str, Any]:
     """Search parameters that keep HNSW recall high for ``k`` results (pure)."""
     if layout.index_type == "HNSW":
-        return {"metric_type": "COSINE", "params": {"ef": max(64, 2 * k)}}
+        return {"metric_type": "COSINE", "params": {"ef": max(HNSW_EF, 2 * k)}}
     return {"metric_type": "COSINE", "params": {}}
+
+
+def index_type_of(client: Any, collection: str) -> str:
+    """The index type of the collection's embedding field ("FLAT" when it has none)."""
+    for name in client.list_indexes(collection) or ():
+        described = client.describe_index(collection, name)
+        if described.get("field_name", name) == "embedding":
+            return str(described.get("index_type", "FLAT")).upper()
+    return "FLAT"
+
+
+def consistency(level: str, write_token: int | None) -> dict[str, Any]:
+    """Keyword arguments of a pymilvus read at ``level``, or one that sees ``write_token``.
+
+    pymilvus replaces the guarantee timestamp for every named level but "Customized", and the
+    server keeps a Customized one as given (pure).
+    """
+    if write_token:
+        return {"consistency_level": "Customized", "guarantee_timestamp": int(write_token)}
+    return {"consistency_level": level}
+
+
+def upsert_rows(
+    client: Any, collection: str, rows: list[dict[str, Any]], timeout_s: float | None = None
+) -> tuple[int, int | None]:
+    """Upsert ``rows``; return (rows upserted, write token or None when the store gives none).
+
+    ``MilvusClient.upsert`` drops the timestamp of the mutation result, so this calls the
+    connection handler the client wraps (pinned by tests/vitrine/test_vectorstore.py).
+    """
+    if not rows:
+        return 0, None
+    try:
+        result = client._get_connection().upsert_rows(collection, rows, timeout=timeout_s)
+    except Exception as exc:
+        raise VectorStoreError(f"upsert into {collection} failed: {exc}") from exc
+    token = int(getattr(result, "timestamp", 0) or 0)
+    return int(result.upsert_count), token or None

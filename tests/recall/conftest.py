@@ -118,6 +118,7 @@ class CatalogIndex:
         self.searches: list[tuple[int, str, int]] = []  # (vectors, expression, limit)
         self.fail_expression: str | None = None
         self.fail_lookup = False
+        self.tokens: list[tuple[str, int | None]] = []  # (call, write_token) of each call
         # The fake cannot parse expressions; tests register the filters behind each one.
         self._filters_of: dict[str, RecallFilters | None] = {"": None}
 
@@ -125,9 +126,12 @@ class CatalogIndex:
     def dim(self) -> int:
         return int(self.catalog.vectors.shape[1])
 
-    def lookup(self, listing_ids: Sequence[str]) -> dict[str, StoredVector]:
+    def lookup(
+        self, listing_ids: Sequence[str], *, write_token: int | None = None
+    ) -> dict[str, StoredVector]:
         from recall.errors import SearchFailed
 
+        self.tokens.append(("lookup", write_token))
         if self.fail_lookup:
             raise SearchFailed("lookup down", reason="milvus_lookup_failed")
         out = {}
@@ -140,11 +144,17 @@ class CatalogIndex:
         return out
 
     def search(
-        self, vectors: Sequence[Sequence[float]], expression: str, limit: int
+        self,
+        vectors: Sequence[Sequence[float]],
+        expression: str,
+        limit: int,
+        *,
+        write_token: int | None = None,
     ) -> list[list[Hit]]:
         from recall.errors import SearchFailed
 
         self.searches.append((len(vectors), expression, limit))
+        self.tokens.append(("search", write_token))
         if self.fail_expression is not None and expression == self.fail_expression:
             raise SearchFailed("search down", reason="milvus_search_failed")
         filters = self._filters_of.get(expression)

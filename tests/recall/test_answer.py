@@ -188,3 +188,26 @@ def test_a_failed_lookup_fails_listing_queries_only(catalog: Catalog) -> None:
         (RecallStatus.ERROR, "milvus_lookup_failed"),
         (RecallStatus.OK, None),
     ]
+
+
+def test_a_write_token_reaches_the_lookup_and_only_its_own_search(catalog: Catalog) -> None:
+    index = CatalogIndex(catalog)
+    replies = answer(
+        index,
+        request(request_id="plain"),
+        request(request_id="ryw", query=RecallQuery(listing_id="L00002"), write_token=42),
+    )
+    assert [r.status for r in replies] == [RecallStatus.OK, RecallStatus.OK]
+    assert index.tokens == [("lookup", 42), ("search", None), ("search", 42)]
+
+
+def test_write_token_round_trips_and_is_optional() -> None:
+    from schemas import decode_recall_request
+
+    assert decode_recall_request(request(write_token=2**62)).write_token == 2**62
+    assert decode_recall_request(request()).write_token is None
+    payload = json.loads(request())
+    for bad in (0, -1, "5", 2**63):
+        payload["write_token"] = bad
+        with pytest.raises(Exception, match="write_token"):
+            decode_recall_request(json.dumps(payload).encode())

@@ -33,3 +33,17 @@ def test_nothing_to_search() -> None:
 def test_max_vectors_must_be_positive() -> None:
     with pytest.raises(ValueError):
         plan_searches([q(1)], 0)
+
+
+def test_tokened_queries_are_searched_apart_and_wait_for_the_largest_token() -> None:
+    queries = [
+        SearchQuery("a", (1.0,), "", 10),
+        SearchQuery("b", (1.0,), "", 10, write_token=7),
+        SearchQuery("c", (1.0,), "", 10, write_token=3),
+        SearchQuery("d", (1.0,), "", 10),
+    ]
+    jobs = plan_searches(queries, max_vectors=8)
+    assert [([q.key for q in j.queries], j.write_token) for j in jobs] == [
+        (["a", "d"], None),
+        (["b", "c"], 7),
+    ]

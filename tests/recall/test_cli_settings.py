@@ -27,13 +27,13 @@ def test_settings_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> N
     s = load(RecallSettings)
     assert (s.metrics_port, s.recall_consistency_level, s.recall_group_id) == (
         9465,
-        "Strong",
+        "Bounded",
         "vitrine-recall",
     )
-    monkeypatch.setenv("VITRINE_RECALL_CONSISTENCY_LEVEL", "Bounded")
+    monkeypatch.setenv("VITRINE_RECALL_CONSISTENCY_LEVEL", "Strong")
     monkeypatch.setenv("VITRINE_RECALL_BATCH_MAX", "32")
     s = load(RecallSettings)
-    assert (s.recall_consistency_level, s.recall_batch_max) == ("Bounded", 32)
+    assert (s.recall_consistency_level, s.recall_batch_max) == ("Strong", 32)
 
 
 def test_bad_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:

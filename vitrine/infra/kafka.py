@@ -1,4 +1,5 @@
-"""A local Apache Kafka broker (KRaft, single node) fetched from Maven Central with Maven.
+"""A local Apache Kafka cluster (KRaft; one node by default, ``VITRINE_KAFKA_BROKERS`` nodes on
+request) fetched from Maven Central with Maven.
 
 Layout under ``VitrineSettings.home``::
 
@@ -8,6 +9,8 @@ Layout under ``VitrineSettings.home``::
     kafka/server.properties       generated on every start from the settings
     kafka/data/                   KRaft metadata and logs, formatted once
     kafka/broker.pid, broker.log  the running JVM
+    kafka/cluster.id              the cluster id every node is formatted with
+    kafka/node-N/...              the same per node when there are several
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ import base64
 import logging
 import shutil
 import subprocess
-import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
+from pathlib import Path
 
 from vitrine.errors import InfraError
-from vitrine.infra.process import find_pids, port_open, read_pid, terminate
+from vitrine.infra.service import LocalService, ServiceStatus, child_env
 from vitrine.settings import VitrineSettings
 
 log = logging.getLogger(__name__)
@@ -45,18 +49,138 @@ logger.kafka.level = info
 """
 
 
-@dataclass(frozen=True)
-class BrokerStatus:
-    """What `vitrine infra status` reports about the broker."""
+def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding.
 
-    managed: bool
-    bootstrap: str
-    pid: int | None
-    answering: bool
+    One id in 64 would start with ``-``, which `kafka-storage format -t` reads as an option;
+    Kafka's own ``Uuid.randomUuid`` draws again in that case, and so does this.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(random_bytes()).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
+class KafkaNode(LocalService):
+    """One KRaft node (broker and controller) of the local cluster."""
+
+    name = "broker"
+
+    def __init__(self, cluster: LocalKafka, node_id: int) -> None:
+        self.cluster = cluster
+        self.node_id = node_id
+        single = cluster.settings.kafka_brokers == 1
+        # A single node keeps the layout of earlier releases (kafka/server.properties, data/).
+        root = cluster.root if single else cluster.root / f"node-{node_id}"
+        self.properties = root / "server.properties"
+        super().__init__(cluster.settings, root, self.properties)
+        self.data = root / "data"
+        self.log_file = root / "broker.log"
+        self.port, self.controller_port = cluster.settings.kafka_node_ports[node_id - 1]
+
+    @property
+    def managed(self) -> bool:
+        return self.settings.manages_kafka
+
+    @property
+    def where(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def ports(self) -> list[int]:
+        return [self.port, self.controller_port]
+
+    def port_hint(self) -> str:
+        return (
+            "set VITRINE_KAFKA_PORT / VITRINE_KAFKA_CONTROLLER_PORT, or point "
+            "VITRINE_KAFKA_BOOTSTRAP at that broker if it is one"
+        )
+
+    def log_files(self) -> list[Path]:
+        return [self.stdout_file, self.log_file]
+
+    def probe(self, timeout_s: float) -> bool:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.where, "log_level": 0})
+        metadata = admin.list_topics(timeout=timeout_s)
+        # A node that answers but has not joined the cluster's metadata yet is not ready.
+        return self.node_id in metadata.brokers
+
+    def command(self) -> tuple[list[str], dict[str, str], Path]:
+        self.cluster.fetch()
+        self._write_config()
+        self._format()
+        argv = self.cluster.java(MAIN_CLASS, str(self.properties), root=self.root, heap=JVM_HEAP)
+        return argv, child_env(), self.root
+
+    def _write_config(self) -> None:
+        s = self.settings
+        nodes = s.kafka_node_ports
+        replication = min(3, len(nodes))
+        min_isr = max(1, min(2, replication - 1))
+        self.root.mkdir(parents=True, exist_ok=True)
+        if len(nodes) == 1:
+            quorum = [f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}"]
+        else:
+            voters = ",".join(f"{i + 1}@127.0.0.1:{c}" for i, (_, c) in enumerate(nodes))
+            quorum = [f"controller.quorum.voters={voters}"]
+        self.properties.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    f"node.id={self.node_id}",
+                    *quorum,
+                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
+                    f"CONTROLLER://127.0.0.1:{self.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    f"log.dirs={self.data}",
+                    f"num.partitions={s.topic_partitions}",
+                    # Topics are created explicitly (`vitrine topics create`, the recall client's
+                    # reply topic); a request header must never create a topic by accident.
+                    "auto.create.topics.enable=false",
+                    # Topics created without explicit settings (faust's own) get the cluster's.
+                    f"default.replication.factor={replication}",
+                    f"min.insync.replicas={min_isr}",
+                    f"offsets.topic.replication.factor={replication}",
+                    "offsets.topic.num.partitions=8",
+                    f"transaction.state.log.replication.factor={replication}",
+                    f"transaction.state.log.min.isr={min_isr}",
+                    f"share.coordinator.state.topic.replication.factor={replication}",
+                    f"share.coordinator.state.topic.min.isr={min_isr}",
+                    # A restarted node catches up and takes its partitions back on its own.
+                    "unclean.leader.election.enable=false",
+                    "auto.leader.rebalance.enable=true",
+                    # No reason to wait for more members before the first rebalance.
+                    "group.initial.rebalance.delay.ms=0",
+                    "",
+                ]
+            )
+        )
+        (self.root / "log4j2.properties").write_text(LOG4J2.format(log_file=self.log_file))
+
+    def _format(self) -> None:
+        if (self.data / "meta.properties").is_file():
+            return
+        args = ["format", "-t", self.cluster.cluster_id(), "-c", str(self.properties)]
+        if self.settings.kafka_brokers == 1:
+            args.append("--standalone")
+        proc = subprocess.run(
+            self.cluster.java(STORAGE_TOOL, *args, root=self.root),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise InfraError(f"formatting Kafka storage failed: {proc.stdout}{proc.stderr}")
 
 
 class LocalKafka:
-    """Fetches, formats, starts and stops the single-node broker described by ``settings``."""
+    """Fetches the jars, then formats, starts and stops the local KRaft cluster of ``settings``
+    (``VITRINE_KAFKA_BROKERS`` nodes, one by default)."""
+
+    name = "kafka"
 
     def __init__(self, settings: VitrineSettings) -> None:
         self.settings = settings
@@ -64,11 +188,10 @@ class LocalKafka:
         self.cache = settings.cache
         self.libs = self.cache / f"kafka-{self.version}" / "libs"
         self.root = settings.home / "kafka"
-        self.data = self.root / "data"
-        self.properties = self.root / "server.properties"
-        self.pid_file = self.root / "broker.pid"
-        self.log_file = self.root / "broker.log"
-        self.stdout_file = self.root / "broker.out"
+        self.nodes = [KafkaNode(self, i + 1) for i in range(settings.kafka_brokers)]
+        # The single-node layout, for callers that look at the files.
+        self.properties = self.nodes[0].properties
+        self.pid_file = self.nodes[0].pid_file
 
     # -- fetch ---------------------------------------------------------------------------------
 
@@ -111,78 +234,41 @@ class LocalKafka:
         (self.libs / ".complete").write_text(self.version)
         shutil.rmtree(work, ignore_errors=True)
 
-    # -- configure -----------------------------------------------------------------------------
+    # -- cluster -------------------------------------------------------------------------------
 
-    def _write_config(self) -> None:
-        s = self.settings
+    def cluster_id(self) -> str:
+        """The cluster id every node is formatted with, drawn once per home."""
+        path = self.root / "cluster.id"
+        if path.is_file():
+            return path.read_text().strip()
         self.root.mkdir(parents=True, exist_ok=True)
-        self.properties.write_text(
-            "\n".join(
-                [
-                    "process.roles=broker,controller",
-                    "node.id=1",
-                    f"controller.quorum.bootstrap.servers=127.0.0.1:{s.kafka_controller_port}",
-                    f"listeners=PLAINTEXT://127.0.0.1:{s.kafka_port},"
-                    f"CONTROLLER://127.0.0.1:{s.kafka_controller_port}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{s.kafka_port}",
-                    "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-                    f"log.dirs={self.data}",
-                    f"num.partitions={s.topic_partitions}",
-                    # Topics are created explicitly (`vitrine topics create`, the recall client's
-                    # reply topic); a request header must never create a topic by accident.
-                    "auto.create.topics.enable=false",
-                    "offsets.topic.replication.factor=1",
-                    "offsets.topic.num.partitions=8",
-                    "transaction.state.log.replication.factor=1",
-                    "transaction.state.log.min.isr=1",
-                    "share.coordinator.state.topic.replication.factor=1",
-                    "share.coordinator.state.topic.min.isr=1",
-                    # Single node: no reason to wait for more members before the first rebalance.
-                    "group.initial.rebalance.delay.ms=0",
-                    "",
-                ]
-            )
-        )
-        (self.root / "log4j2.properties").write_text(LOG4J2.format(log_file=self.log_file))
+        cluster_id = new_cluster_id()
+        path.write_text(cluster_id)
+        return cluster_id
 
-    def _java(self, *args: str, heap: list[str] | None = None) -> list[str]:
+    def java(
+        self, *args: str, root: Path | None = None, heap: list[str] | None = None
+    ) -> list[str]:
+        """A java command line on the cached jars, logging through ``root``'s log4j2 file."""
+        log_config = (root or self.root) / "log4j2.properties"
         return [
             "java",
             *(heap or ["-Xmx256m"]),
-            f"-Dlog4j2.configurationFile={self.root / 'log4j2.properties'}",
+            f"-Dlog4j2.configurationFile={log_config}",
             "-cp",
             f"{self.libs}/*",
             *args,
         ]
 
-    def _format(self) -> None:
-        if (self.data / "meta.properties").is_file():
-            return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        cmd = self._java(
-            STORAGE_TOOL, "format", "-t", cluster_id, "-c", str(self.properties), "--standalone"
-        )
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            raise InfraError(f"formatting Kafka storage failed: {proc.stdout}{proc.stderr}")
-
-    # -- lifecycle -----------------------------------------------------------------------------
-
     def pids(self) -> list[int]:
-        """Every broker process of this home, from the pid file and the process table."""
-        pid = read_pid(self.pid_file, str(self.properties))
-        found = set(find_pids(str(self.properties)))
-        if pid is not None:
-            found.add(pid)
-        return sorted(found)
+        """Every broker process of this home."""
+        return sorted({pid for node in self.nodes for pid in node.pids()})
 
     def answering(self, timeout_s: float = 3.0) -> bool:
         """True when the bootstrap servers answer a metadata request."""
         from confluent_kafka.admin import AdminClient
 
-        host, _, port = self.settings.bootstrap_servers.split(",")[0].rpartition(":")
-        if self.settings.manages_kafka and not port_open(host, int(port)):
+        if self.settings.manages_kafka and not any(n.answering(timeout_s) for n in self.nodes):
             return False
         admin = AdminClient({"bootstrap.servers": self.settings.bootstrap_servers, "log_level": 0})
         try:
@@ -192,69 +278,35 @@ class LocalKafka:
         return True
 
     def start(self) -> bool:
-        """Start the broker unless it already runs; return True when this call started it."""
-        if self.pids():
-            self.wait_ready()
-            return False
-        s = self.settings
-        for port in (s.kafka_port, s.kafka_controller_port):
-            if port_open("127.0.0.1", port):
-                raise InfraError(
-                    f"port {port} is in use by another process; set VITRINE_KAFKA_PORT / "
-                    "VITRINE_KAFKA_CONTROLLER_PORT, or point VITRINE_KAFKA_BOOTSTRAP at that "
-                    "broker if it is one"
-                )
-        self.fetch()
-        self._write_config()
-        self._format()
-        with self.stdout_file.open("ab") as out:
-            proc = subprocess.Popen(
-                self._java(MAIN_CLASS, str(self.properties), heap=JVM_HEAP),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self.pid_file.write_text(str(proc.pid))
-        self.wait_ready(proc)
-        return True
+        """Start every node that is not running; return True when this call started one.
 
-    def wait_ready(self, proc: subprocess.Popen[bytes] | None = None) -> None:
-        """Block until the broker answers, or raise with the tail of its log."""
-        deadline = time.monotonic() + self.settings_timeout()
-        while time.monotonic() < deadline:
-            if proc is not None and proc.poll() is not None:
-                raise InfraError(f"Kafka exited with {proc.returncode}:\n{self._log_tail()}")
-            if self.answering(timeout_s=2.0):
-                return
-            time.sleep(0.5)
-        raise InfraError(f"Kafka did not answer within the start timeout:\n{self._log_tail()}")
+        The nodes of a cluster start together: a controller quorum of three elects a leader
+        only once two of them run, so each node's readiness is awaited after all were spawned.
+        """
+        if len(self.nodes) == 1:
+            return self.nodes[0].start()
+        with ThreadPoolExecutor(len(self.nodes)) as pool:
+            started = list(pool.map(lambda node: node.start(), self.nodes))
+        return any(started)
 
-    def settings_timeout(self) -> float:
-        """How long to wait for the broker to answer."""
-        return float(getattr(self.settings, "infra_start_timeout_s", 90.0))
+    def wait_ready(self) -> None:
+        """Block until every node answers."""
+        for node in self.nodes:
+            node.wait_ready()
 
     def stop(self) -> bool:
-        """Stop every broker process of this home; return True when one was running."""
-        pids = self.pids()
-        if pids:
-            terminate(pids, timeout_s=30.0)
-        self.pid_file.unlink(missing_ok=True)
-        return bool(pids)
+        """Stop every node of this home; return True when one was running."""
+        with ThreadPoolExecutor(len(self.nodes)) as pool:
+            stopped = list(pool.map(lambda node: node.stop(), self.nodes))
+        return any(stopped)
 
-    def status(self) -> BrokerStatus:
-        """Managed or external, pid, and whether it answers."""
+    def status(self) -> ServiceStatus:
+        """Managed or external, the first pid, and whether the cluster answers."""
         pids = self.pids() if self.settings.manages_kafka else []
-        return BrokerStatus(
+        return ServiceStatus(
+            name=self.name,
             managed=self.settings.manages_kafka,
-            bootstrap=self.settings.bootstrap_servers,
+            where=self.settings.bootstrap_servers,
             pid=pids[0] if pids else None,
             answering=self.answering(),
         )
-
-    def _log_tail(self, lines: int = 20) -> str:
-        text = ""
-        for path in (self.stdout_file, self.log_file):
-            if path.is_file():
-                text += "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) + "\n"
-        return text

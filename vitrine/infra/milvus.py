@@ -1,146 +1,184 @@
-"""A milvus-lite server on loopback, shared by the embedder and the recall worker.
+"""The local Milvus every process connects to: milvus-lite (default) or Milvus standalone.
 
-milvus-lite opened from a file locks it to one process, so Vitrine runs the milvus-lite binary
-as a gRPC server on 127.0.0.1 and every process connects with ``MilvusClient(uri=...)`` — the
-same code that talks to Milvus standalone or distributed in production. The Python launcher
-that ships with milvus-lite leaves its binary running when the launcher exits, so Vitrine starts
-the binary itself and keeps its pid.
+``VITRINE_MILVUS_KIND=lite``: milvus-lite opened from a file locks it to one process, so Vitrine
+runs the milvus-lite binary as a gRPC server on 127.0.0.1 and every process connects with
+``MilvusClient(uri=...)``. The Python launcher that ships with milvus-lite leaves its binary
+running when the launcher exits, so Vitrine starts the binary itself and keeps its pid.
+
+``VITRINE_MILVUS_KIND=server``: the real Milvus standalone binary from the PyPI package
+``milvus`` (2.3.x: embedded etcd, local storage, rocksmq) — HNSW, aliases, real consistency
+levels, no Docker. Its data, config and logs live under ``VITRINE_HOME/milvus-server``; it
+listens on ``VITRINE_MILVUS_PORT`` (the proxy clients talk to) and the next ten ports (etcd,
+coordinators, nodes, metrics). Vitrine writes the config with the package's own template and
+starts the binary itself, as for milvus-lite.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import time
+import subprocess  # noqa: F401  (tests patch vitrine.infra.milvus.subprocess.Popen)
+import urllib.request
 import warnings
-from dataclasses import dataclass
+from pathlib import Path
 
 from vitrine.errors import InfraError
-from vitrine.infra.process import find_pids, port_open, read_pid, terminate
+from vitrine.infra.service import LocalService, child_env
 from vitrine.settings import VitrineSettings
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "vitrine.db"  # milvus-lite allows [A-Za-z0-9._-], at most 36 characters
 
+#: Ports of Milvus standalone besides the proxy, as offsets from VITRINE_MILVUS_PORT.
+SERVER_PORT_OFFSETS = {
+    "etcd_port": 1,
+    "root_coord_port": 2,
+    "proxy_internal_port": 3,
+    "query_coord_port": 4,
+    "query_node_port": 5,
+    "index_coord_port": 6,
+    "index_node_port": 7,
+    "data_coord_port": 8,
+    "data_node_port": 9,
+}
+METRICS_PORT_OFFSET = 10
 
-@dataclass(frozen=True)
-class MilvusStatus:
-    """What `vitrine infra status` reports about the vector store."""
 
-    managed: bool
-    uri: str
-    pid: int | None
-    answering: bool
+def _probe_list_collections(uri: str, token: str, timeout_s: float) -> bool:
+    from vitrine.vectorstore import open_client
+
+    client = open_client(uri, token, timeout_s)
+    try:
+        client.list_collections(timeout=timeout_s)
+    finally:
+        client.close()
+    return True
 
 
-class LocalMilvus:
-    """Starts and stops the milvus-lite server described by ``settings``."""
+class MilvusLite(LocalService):
+    """The milvus-lite server of this home."""
+
+    name = "milvus"
+    probe_interval_s = 0.3
+    stop_timeout_s = 20.0
 
     def __init__(self, settings: VitrineSettings) -> None:
-        self.settings = settings
-        self.root = settings.home / "milvus"
-        self.db_file = self.root / DB_NAME
-        self.pid_file = self.root / "milvus.pid"
-        self.log_file = self.root / "milvus.log"
+        root = settings.home / "milvus"
+        self.db_file = root / DB_NAME
+        super().__init__(settings, root, self.db_file)
+        self.stdout_file = root / "milvus.log"
 
-    def pids(self) -> list[int]:
-        """Every milvus-lite server process serving this home's data file."""
-        found = set(find_pids(str(self.db_file)))
-        pid = read_pid(self.pid_file, str(self.db_file))
-        if pid is not None:
-            found.add(pid)
-        return sorted(found)
+    @property
+    def managed(self) -> bool:
+        return self.settings.manages_milvus
 
-    def answering(self, timeout_s: float = 3.0) -> bool:
-        """True when the endpoint answers a list-collections call."""
-        from vitrine.vectorstore import open_client
+    @property
+    def where(self) -> str:
+        return self.settings.milvus_endpoint
 
-        if self.settings.manages_milvus and not port_open("127.0.0.1", self.settings.milvus_port):
-            return False
-        try:
-            client = open_client(
-                self.settings.milvus_endpoint, self.settings.milvus_token, timeout_s
-            )
-        except Exception:
-            return False
-        try:
-            client.list_collections(timeout=timeout_s)
-        except Exception:
-            return False
-        finally:
-            client.close()
-        return True
+    def ports(self) -> list[int]:
+        return [self.settings.milvus_port]
 
-    def start(self) -> bool:
-        """Start the server unless it already runs; return True when this call started it."""
-        if self.pids():
-            self.wait_ready()
-            return False
-        port = self.settings.milvus_port
-        if port_open("127.0.0.1", port):
-            raise InfraError(
-                f"port {port} is in use by another process; set VITRINE_MILVUS_PORT, or point "
-                "VITRINE_MILVUS_URI at that server if it is Milvus"
-            )
+    def port_hint(self) -> str:
+        return "set VITRINE_MILVUS_PORT, or point VITRINE_MILVUS_URI at that server if it is Milvus"
+
+    def probe(self, timeout_s: float) -> bool:
+        return _probe_list_collections(self.where, self.settings.milvus_token, timeout_s)
+
+    def command(self) -> tuple[list[str], dict[str, str], Path]:
         with warnings.catch_warnings():
             # milvus-lite 2.5.1 imports the deprecated pkg_resources; nothing we can change.
             warnings.simplefilter("ignore", UserWarning)
             from milvus_lite.server import Server
 
         self.root.mkdir(parents=True, exist_ok=True)
-        server = Server(str(self.db_file), address=f"127.0.0.1:{port}")
+        server = Server(str(self.db_file), address=f"127.0.0.1:{self.settings.milvus_port}")
         if not server.init():
             raise InfraError("the milvus-lite package has no server binary on this platform")
         bin_dir = os.path.dirname(server.milvus_bin)
-        env = dict(os.environ)
-        env["LD_LIBRARY_PATH"] = bin_dir + ":" + env.get("LD_LIBRARY_PATH", "")
-        with self.log_file.open("ab") as out:
-            proc = subprocess.Popen(
-                [str(a) for a in server.args],
-                env=env,
-                cwd=str(self.root),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self.pid_file.write_text(str(proc.pid))
-        self.wait_ready(proc)
-        return True
+        env = child_env(LD_LIBRARY_PATH=bin_dir + ":" + os.environ.get("LD_LIBRARY_PATH", ""))
+        return [str(a) for a in server.args], env, self.root
 
-    def wait_ready(self, proc: subprocess.Popen[bytes] | None = None) -> None:
-        """Block until the server answers, or raise with the tail of its log."""
-        timeout = float(getattr(self.settings, "infra_start_timeout_s", 90.0))
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc is not None and proc.poll() is not None:
-                raise InfraError(f"milvus-lite exited with {proc.returncode}:\n{self._log_tail()}")
-            if self.answering(timeout_s=2.0):
-                return
-            time.sleep(0.3)
-        raise InfraError(f"milvus-lite did not answer in {timeout:.0f} s:\n{self._log_tail()}")
 
-    def stop(self) -> bool:
-        """Stop the server; return True when one was running."""
-        pids = self.pids()
-        if pids:
-            terminate(pids, timeout_s=20.0)
-        self.pid_file.unlink(missing_ok=True)
-        return bool(pids)
+class MilvusStandalone(LocalService):
+    """Milvus standalone (the ``milvus`` package's binary) serving this home."""
 
-    def status(self) -> MilvusStatus:
-        """Managed or external, pid, and whether it answers."""
-        pids = self.pids() if self.settings.manages_milvus else []
-        return MilvusStatus(
-            managed=self.settings.manages_milvus,
-            uri=self.settings.milvus_endpoint,
-            pid=pids[0] if pids else None,
-            answering=self.answering(),
+    name = "milvus"
+    probe_interval_s = 1.0
+    stop_timeout_s = 30.0
+
+    def __init__(self, settings: VitrineSettings) -> None:
+        root = settings.home / "milvus-server"
+        # The binary is unpacked under the data dir, so its path marks this home's process.
+        self.binary = root / "bin" / "milvus"
+        super().__init__(settings, root, self.binary)
+        self.stdout_file = root / "logs" / "milvus-stdout.log"
+        self.config_file = root / "configs" / "milvus.yaml"
+
+    @property
+    def managed(self) -> bool:
+        return self.settings.manages_milvus
+
+    @property
+    def where(self) -> str:
+        return self.settings.milvus_endpoint
+
+    @property
+    def metrics_port(self) -> int:
+        """The HTTP port of /healthz and /metrics."""
+        return self.settings.milvus_port + METRICS_PORT_OFFSET
+
+    def ports(self) -> list[int]:
+        base = self.settings.milvus_port
+        return [base, *(base + o for o in SERVER_PORT_OFFSETS.values()), self.metrics_port]
+
+    def port_hint(self) -> str:
+        return (
+            "the Milvus server uses VITRINE_MILVUS_PORT and the next 10 ports: set another "
+            "VITRINE_MILVUS_PORT, or point VITRINE_MILVUS_URI at that server if it is Milvus"
         )
 
-    def _log_tail(self, lines: int = 20) -> str:
-        if not self.log_file.is_file():
-            return ""
-        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+    def log_files(self) -> list[Path]:
+        return [self.stdout_file, self.root / "logs" / "milvus-stderr.log"]
+
+    def probe(self, timeout_s: float) -> bool:
+        url = f"http://127.0.0.1:{self.metrics_port}/healthz"
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            if b"OK" not in resp.read():
+                return False
+        return _probe_list_collections(self.where, self.settings.milvus_token, timeout_s)
+
+    def command(self) -> tuple[list[str], dict[str, str], Path]:
+        try:
+            import milvus as milvus_package
+        except ImportError as exc:
+            raise InfraError(
+                "VITRINE_MILVUS_KIND=server needs the `milvus` package (pip install "
+                "'milvus==2.3.5'; the `server` extra of vitrine)"
+            ) from exc
+        ports = {key: self.settings.milvus_port + o for key, o in SERVER_PORT_OFFSETS.items()}
+        config = milvus_package.MilvusServerConfig(
+            data_dir=str(self.root), proxy_port=self.settings.milvus_port, **ports
+        )
+        config.resolve()  # writes configs/milvus.yaml from the package's template
+        milvus_package._initialize_data_files(str(self.root))  # unpacks bin/ once
+        (self.root / "logs").mkdir(parents=True, exist_ok=True)
+        env = child_env(
+            DEPLOY_MODE="STANDALONE",
+            METRICS_PORT=str(self.metrics_port),
+            MILVUS_RUN_DIR=str(self.root / "run"),
+            LD_LIBRARY_PATH=f"{self.binary.parent}:{os.environ.get('LD_LIBRARY_PATH', '')}",
+        )
+        return [str(self.binary), "run", "standalone"], env, self.root
+
+
+def local_milvus(settings: VitrineSettings) -> MilvusLite | MilvusStandalone:
+    """The local Milvus of ``settings``' kind (``VITRINE_MILVUS_KIND``)."""
+    if settings.milvus_kind == "server":
+        return MilvusStandalone(settings)
+    return MilvusLite(settings)
+
+
+#: Callers construct "the local Milvus" without caring which kind it is.
+LocalMilvus = local_milvus
