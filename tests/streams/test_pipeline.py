@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from encoders.runtime import Encoder
+from streams.checkpoint import Sender
 from streams.executor import BlockingRunner
 from streams.fetch import ImageFetcher
 from streams.ledger import OffsetLedger
@@ -21,7 +22,6 @@ from streams.records import SourceRecord
 from streams.settings import EmbedderSettings
 from streams.sink import Mutation, VectorSink, newest_per_listing
 from streams.state import MemoryStates, StateStore
-from streams.checkpoint import Sender
 from tests.streams.harness import ImageServer, encode_json, listing_event, png
 from vitrine.settings import load
 
