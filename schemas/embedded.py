@@ -21,6 +21,7 @@ from .fields import (
 from .registry import EMBEDDED_EVENT
 
 LISTINGS_EMBEDDED_TOPIC = "listings.embedded"
+MAX_WRITE_TOKEN = 2**63 - 1  # Milvus hybrid timestamps are uint64; JSON readers keep int64
 
 
 class Outcome(StrEnum):
@@ -47,6 +48,8 @@ class EmbeddedEvent(ContractModel):
     freshness_seconds: Annotated[
         float, Field(ge=0, le=limits.MAX_FRESHNESS_SECONDS, allow_inf_nan=False)
     ]
+    # The vector store's timestamp of the write, for read-your-writes; absent when unknown.
+    write_token: Annotated[int, Field(ge=0, le=MAX_WRITE_TOKEN)] | None = None
 
     @model_validator(mode="after")
     def _score_present(self) -> Self:

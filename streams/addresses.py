@@ -9,6 +9,7 @@ the IPv6 forms that embed an IPv4 address (mapped, NAT64, 6to4, Teredo).
 from __future__ import annotations
 
 import ipaddress
+import re
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -72,6 +73,16 @@ def refusal(address: IPAddress, *, allow_loopback: bool = False) -> str | None:
         if candidate.is_reserved or not candidate.is_global:
             return "a reserved or non-global address"
     return None
+
+
+_NUMBER = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$", re.IGNORECASE)
+
+
+def is_numeric_host(host: str) -> bool:
+    """True when a host's last label is a number: URL parsers read it as an IPv4 address
+    (``127.1``, ``2130706433``, ``0177.0.0.1``, ``0x7f.1``), whatever its form."""
+    labels = host.rstrip(".").split(".")
+    return bool(labels) and _NUMBER.match(labels[-1]) is not None
 
 
 def parse_literal(host: str) -> IPAddress | None:

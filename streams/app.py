@@ -1,13 +1,14 @@
-"""The faust app of the embedder: topic, version table, intake agent, offset committer.
+"""The faust app of the embedder: topic, version table, intake agent, rebalance hooks, committer.
 
 Offsets (see docs/embedder.md, "Offsets"): the source topic is declared with ``acks=False``, so
 faust's own acking and commit bookkeeping never touch it (that is where faust issue #606 lives:
 with concurrent agents it may commit past events still in flight). Instead the intake agent
 registers every record in an :class:`~streams.ledger.OffsetLedger` as it arrives, the sink stage
-finishes it once its row, delete, skip or dead letter is durable, and :class:`Embedder` commits
-only the ledger's lowest unfinished offset per partition, through faust's consumer (which first
-flushes the producer). The sink itself waits until the batch's dead letters, version-table
-changelog records and embedded events are acknowledged before it finishes any offset.
+(:class:`~streams.checkpoint.Checkpoint`) finishes it once its effects are durable, and
+:class:`Embedder` commits only the ledger's lowest unfinished offset per partition, through the
+one seam over faust's consumer (:mod:`streams.kafka`); a refused commit is retried, never
+recorded as done. A revocation fences the partitions and waits for the batch being written
+before the rebalance completes (:mod:`streams.ownership`).
 """
 
 from __future__ import annotations
@@ -21,14 +22,15 @@ from collections.abc import Awaitable
 from typing import Any
 
 import faust
-from aiokafka import TopicPartition
 from faust.types import TP
 
 from encoders.runtime import Encoder
 from streams import metrics
 from streams.executor import BlockingRunner
 from streams.fetch import ImageFetcher
+from streams.kafka import FaustConsumer, Key
 from streams.ledger import OffsetLedger
+from streams.ownership import Ownership
 from streams.pipeline import Pipeline
 from streams.records import SourceRecord
 from streams.settings import EmbedderSettings
@@ -39,10 +41,11 @@ log = logging.getLogger(__name__)
 
 VERSION_TABLE = "listing-versions"
 RESEEK_AFTER_S = 2.0
+LAG_EVERY_S = 1.0
 
 
 class FaustSender:
-    """:class:`~streams.writer.Sender` over the faust app's producer."""
+    """:class:`~streams.checkpoint.Sender` over the faust app's producer."""
 
     def __init__(self, app: faust.App) -> None:
         self._app = app
@@ -86,73 +89,65 @@ class Embedder:
         self.settings = settings
         self.encoder = encoder
         self.ledger = OffsetLedger()
+        self.ownership = Ownership()
         self.pipeline: Pipeline | None = None
+        self.kafka: FaustConsumer | None = None
         self._stop = asyncio.Event()
         self._commit_lock = asyncio.Lock()
         self._batch_done = asyncio.Event()
-        self._seeks: dict[tuple[str, int], float] = {}  # partition -> last seek back
+        self._seeks: dict[Key, float] = {}  # partition -> last seek back
         self._max_events: int | None = None
         self._lag_partitions: set[int] = set()
+        self._lag_at = 0.0
         self.app: faust.App | None = None
 
     def request_stop(self) -> None:
         """Stop fetching; in-flight batches are abandoned without committing them."""
         self._stop.set()
 
-    async def commit(self) -> dict[tuple[str, int], int]:
-        """Commit every partition's lowest unfinished offset that moved; returns them."""
-        assert self.app is not None
+    async def commit(self) -> dict[Key, int]:
+        """Commit every partition's lowest unfinished offset that moved; returns those Kafka
+        accepted. Refused ones stay committable and are retried on the next call."""
+        assert self.kafka is not None
         async with self._commit_lock:
             offsets = self.ledger.committable()
             if not offsets:
                 return {}
-            tps = {TP(topic, partition): offset for (topic, partition), offset in offsets.items()}
-            # faust's commit path: flush the producer, drop revoked partitions, commit.
-            consumer: Any = self.app.consumer
-            await consumer._commit_offsets(tps)
-            self.ledger.mark_committed(offsets)
-            metrics.COMMITS.inc()
-            return offsets
+            accepted = await self.kafka.commit(offsets)
+            self.ledger.mark_committed(accepted)
+            if accepted:
+                metrics.COMMITS.inc()
+            return accepted
 
-    async def _resume_offset(self, tp: TP) -> int:
-        """Where the group resumes ``tp``: its committed offset, else the log start."""
-        assert self.app is not None
-        consumer: Any = self.app.consumer
-        thread = consumer._thread  # faust's consumer thread owns the aiokafka client
+    async def _resume_offset(self, key: Key) -> int:
+        """Where the group resumes ``key``: its committed offset, else the log start."""
+        assert self.kafka is not None
         delay = 0.2
         while True:
             try:
-                client = thread._ensure_consumer()
-                committed = await thread.call_thread(client.committed, TopicPartition(*tp))
-                if committed is not None and committed >= 0:
-                    return int(committed)
-                earliest = await consumer.earliest_offsets(tp)
-                return int(next(iter(earliest.values()), 0))
+                return await self.kafka.resume_offset(key)
             except Exception as exc:  # the broker is away: nothing can be committed either
-                log.warning("committed offset of %s unknown (%r); retrying", tp, exc)
+                log.warning("committed offset of %s unknown (%r); retrying", key, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def _seek_back(self, tp: TP, offset: int) -> None:
-        """Fetch ``tp`` again from ``offset``: faust dropped records it had fetched."""
-        assert self.app is not None
-        consumer: Any = self.app.consumer
-        self._seeks[(tp.topic, tp.partition)] = time.monotonic()
+    async def _seek_back(self, key: Key, offset: int) -> None:
+        """Fetch ``key`` again from ``offset``: faust dropped records it had fetched."""
+        assert self.kafka is not None
+        self._seeks[key] = time.monotonic()
         metrics.SEEKS_BACK.inc()
-        log.warning("%s: offsets from %d were fetched but not delivered; seeking back", tp, offset)
+        log.warning("%s: offsets from %d were fetched but not delivered; seeking back", key, offset)
         try:
-            await consumer.seek_wait({tp: offset})
+            await self.kafka.seek(key, offset)
         except Exception as exc:  # revoked meanwhile: its next owner starts from the commit
-            log.warning("seek of %s to %d failed: %r", tp, offset, exc)
-            return
-        consumer._read_offset[tp] = offset  # faust drops records below its read offset
+            log.warning("seek of %s to %d failed: %r", key, offset, exc)
 
     async def _reseek_holes(self) -> None:
         """Seek again where a hole stays open (the first seek's records can be dropped too)."""
         now = time.monotonic()
-        for (topic, partition), offset in self.ledger.holes().items():
-            if now - self._seeks.get((topic, partition), 0.0) > RESEEK_AFTER_S:
-                await self._seek_back(TP(topic, partition), offset)
+        for key, offset in self.ledger.holes().items():
+            if now - self._seeks.get(key, 0.0) > RESEEK_AFTER_S:
+                await self._seek_back(key, offset)
 
     async def _after_batch(self) -> None:
         # Never await a commit here: faust runs the consumer in its own thread, and a commit
@@ -160,14 +155,25 @@ class Embedder:
         self._batch_done.set()
 
     def _burst_done(self) -> bool:
-        pipeline = self.pipeline
         return (
             self._max_events is not None
-            and pipeline is not None
             and self.ledger.passed() >= self._max_events
             and not self.ledger.committable()
             and self.ledger.unfinished() == 0
         )
+
+    async def _on_revoked(self, keys: set[Key]) -> None:
+        """Before the rebalance completes: nothing more is written for ``keys``, what was
+        finished is committed, and their bookkeeping is dropped."""
+        assert self.pipeline is not None
+        await self.pipeline.fence(keys)
+        for attempt in range(3):
+            try:
+                await self.commit()
+                break
+            except Exception as exc:  # the group may already have moved on
+                log.warning("commit before revocation failed (%d): %r", attempt, exc)
+        self.pipeline.forget_partitions(keys)
 
     async def run(self, max_events: int | None = None) -> int:
         """Run until SIGTERM/SIGINT, :meth:`request_stop`, or ``max_events`` finished."""
@@ -184,8 +190,10 @@ class Embedder:
         fetcher = ImageFetcher(settings)
         (settings.home / "faust").mkdir(parents=True, exist_ok=True)  # faust's mkdir has no parents
         app = self.app = build_app(settings)
+        self.kafka = FaustConsumer(app)
+        source = settings.topic_events
         topic = app.topic(
-            settings.topic_events,
+            source,
             key_type=bytes,
             value_type=bytes,
             key_serializer="raw",
@@ -202,6 +210,7 @@ class Embedder:
             use_partitioner=True,
         )
         app.tables.add(table)
+        ownership = self.ownership
         pipeline = self.pipeline = Pipeline(
             settings,
             encoder,
@@ -212,18 +221,21 @@ class Embedder:
             self.ledger,
             runner,
             on_batch_done=self._after_batch,
+            ownership=ownership,
         )
 
         @app.agent(topic, concurrency=1)
         async def intake(stream: Any) -> None:
             async for event in stream.events():
                 message = event.message
-                if message.tp not in app.consumer.assignment():
+                key = (message.topic, message.partition)
+                epoch = ownership.epoch(key)
+                if epoch is None:
                     continue  # fetched before a revocation: the partition's next owner has it
-                if not self.ledger.started(message.topic, message.partition):
-                    start = await self._resume_offset(message.tp)
-                    if not self.ledger.started(message.topic, message.partition):
-                        self.ledger.start(message.topic, message.partition, start)
+                if not self.ledger.started(*key):
+                    start = await self._resume_offset(key)
+                    if not self.ledger.started(*key):
+                        self.ledger.start(*key, start)
                 headers = message.headers or []
                 if isinstance(headers, dict):
                     headers = list(headers.items())
@@ -235,18 +247,23 @@ class Embedder:
                         message.key,
                         message.value,
                         tuple((str(k), v) for k, v in headers),
+                        epoch,
                     )
                 )
                 if hole is not None:
-                    await self._seek_back(message.tp, hole)
+                    await self._seek_back(key, hole)
+
+        def _source(tps: set[TP]) -> set[Key]:
+            return {(tp.topic, tp.partition) for tp in tps if tp.topic == source}
+
+        @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+        async def on_assigned(app: faust.App, assigned: set[TP], **_: Any) -> None:
+            ownership.assign(_source(assigned))
 
         @app.on_partitions_revoked.connect  # type: ignore[arg-type]
         async def on_revoked(app: faust.App, revoked: set[TP], **_: Any) -> None:
-            try:
-                await self.commit()
-            except Exception as exc:  # the group may already have moved on
-                log.warning("commit before revocation failed: %r", exc)
-            pipeline.forget_partitions({(tp.topic, tp.partition) for tp in revoked})
+            # faust awaits this inside aiokafka's rebalance listener: the group waits for it.
+            await self._on_revoked(_source(revoked))
 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -270,13 +287,23 @@ class Embedder:
                 work.result()  # a crashed stage: raise it
         finally:
             sink.stopping = True
-            for task in (work, ticker, stopper):
-                task.cancel()
+            ticker.cancel()
+            stopper.cancel()
+            if not work.done():
+                # faust skips the revocation signal once stopping, so fence here: the batch
+                # being written finishes (or fails) before the group can move the partitions.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(pipeline.fence(ownership.held()), 60)
+            work.cancel()
             await asyncio.gather(work, ticker, stopper, return_exceptions=True)
-            try:
-                await self.commit()  # finished batches only; abandoned ones are not in it
-            except Exception as exc:
-                log.warning("final commit failed: %r", exc)
+            for _attempt in range(3):
+                try:
+                    await self.commit()  # finished batches only; abandoned ones are not in it
+                except Exception as exc:
+                    log.warning("final commit failed: %r", exc)
+                if not self.ledger.committable():
+                    break
+                await asyncio.sleep(0.5)
             try:
                 await asyncio.wait_for(app.stop(), 20)
             except TimeoutError:
@@ -287,34 +314,35 @@ class Embedder:
                 loop.remove_signal_handler(sig)
         return 0
 
-    def _report_lag(self) -> None:
-        """Set the per-partition lag gauge from the consumer's high watermarks (no I/O)."""
-        app = self.app
-        if app is None:
+    async def _report_lag(self) -> None:
+        """Set the per-partition lag gauge from log end offsets read now (also while paused)."""
+        if self.kafka is None or time.monotonic() - self._lag_at < LAG_EVERY_S:
             return
+        self._lag_at = time.monotonic()
         try:
-            assigned = {tp for tp in app.consumer.assignment()
-                        if tp.topic == self.settings.topic_events}  # fmt: skip
-        except Exception:  # not started or rebalancing: report next turn
+            held = {key for key in self.kafka.assignment() if key[0] == self.settings.topic_events}
+            ends = await self.kafka.high_watermarks(held)
+        except Exception:  # not started, rebalancing or the broker away: report next turn
             return
-        for stale in self._lag_partitions - {tp.partition for tp in assigned}:
+        for stale in self._lag_partitions - {partition for _, partition in held}:
             metrics.CONSUMER_LAG.remove(str(stale))
             self._lag_partitions.discard(stale)
-        for tp in assigned:
-            high = app.consumer.highwater(tp)
-            reached = self.ledger.position(tp.topic, tp.partition)
-            if high is None or reached is None:
+        for (topic, partition), high in ends.items():
+            reached = self.ledger.position(topic, partition)
+            if reached is None:
                 continue
-            metrics.CONSUMER_LAG.labels(partition=str(tp.partition)).set(max(0, high - reached))
-            self._lag_partitions.add(tp.partition)
+            metrics.CONSUMER_LAG.labels(partition=str(partition)).set(max(0, high - reached))
+            self._lag_partitions.add(partition)
 
     async def _tick(self) -> None:
+        assert self.pipeline is not None
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._batch_done.wait(), self.settings.commit_interval_s)
             self._batch_done.clear()
-            metrics.beat()
-            self._report_lag()
+            if self.pipeline.idle:
+                metrics.beat()  # idle with nothing to do; busy stages beat on progress
+            await self._report_lag()
             try:
                 await self._reseek_holes()
                 await self.commit()

@@ -21,7 +21,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from streams import metrics
-from streams.addresses import parse_literal, refusal
+from streams.addresses import is_numeric_host, parse_literal, refusal
 from streams.errors import FetchError
 from streams.settings import EmbedderSettings
 
@@ -102,6 +102,10 @@ def check_url(url: str, *, allow_loopback: bool) -> str:
         why = refusal(literal, allow_loopback=allow_loopback)
         if why is not None:
             raise FetchError(f"{host} is {why}", reason="forbidden_address")
+    elif is_numeric_host(host):
+        # Shorthand, decimal, octal or hex IPv4 forms: resolvers disagree on what they name
+        # and the HTTP client refuses them, so they are malformed, not a transient failure.
+        raise FetchError(f"{host} is not a canonical IPv4 address", reason="bad_url")
     return host
 
 

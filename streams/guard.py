@@ -19,7 +19,8 @@ from schemas import EventType, ListingEvent
 class Verdict(StrEnum):
     """What to do with an event, before its image is fetched."""
 
-    STALE = "skipped_stale"  # older than or equal to the newest version seen
+    STALE = "skipped_stale"  # older than the newest version seen
+    ANNOUNCE = "announced_again"  # the newest version seen: durable, its event maybe not sent
     DELETE = "deleted"
     EMBED = "embedded"
 
@@ -32,10 +33,23 @@ class ListingState:
     deleted: bool = False
     title_hash: str | None = None
     image_sha256: str | None = None
+    # What the embedded event of this version said, to announce it again after a crash.
+    outcome: str | None = None
+    mismatch: float | None = None
+    write_token: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Compact form stored in the table's changelog."""
-        return {"v": self.version, "d": self.deleted, "t": self.title_hash, "i": self.image_sha256}
+        data: dict[str, Any] = {
+            "v": self.version,
+            "d": self.deleted,
+            "t": self.title_hash,
+            "i": self.image_sha256,
+        }
+        for name, value in (("o", self.outcome), ("m", self.mismatch), ("w", self.write_token)):
+            if value is not None:
+                data[name] = value
+        return data
 
     @classmethod
     def from_json(cls, data: Any) -> ListingState | None:
@@ -44,7 +58,16 @@ class ListingState:
             return data
         if not isinstance(data, dict) or not isinstance(data.get("v"), int):
             return None
-        return cls(int(data["v"]), bool(data.get("d")), data.get("t"), data.get("i"))
+        mismatch, token = data.get("m"), data.get("w")
+        return cls(
+            int(data["v"]),
+            bool(data.get("d")),
+            data.get("t"),
+            data.get("i"),
+            data.get("o"),
+            float(mismatch) if isinstance(mismatch, int | float) else None,
+            token if isinstance(token, int) else None,
+        )
 
 
 def title_hash(title: str) -> str:
@@ -53,9 +76,11 @@ def title_hash(title: str) -> str:
 
 
 def judge(state: ListingState | None, event: ListingEvent) -> Verdict:
-    """Skip events at or below the newest version seen; otherwise delete or embed."""
-    if state is not None and event.version <= state.version:
+    """Skip events below the newest version seen, announce it again; else delete or embed."""
+    if state is not None and event.version < state.version:
         return Verdict.STALE
+    if state is not None and event.version == state.version:
+        return Verdict.ANNOUNCE
     if event.event_type is EventType.DELETED:
         return Verdict.DELETE
     return Verdict.EMBED
@@ -72,9 +97,24 @@ def is_unchanged(state: ListingState | None, event: ListingEvent, image_sha256: 
     )
 
 
-def after_write(event: ListingEvent, image_sha256: str | None) -> ListingState:
+def after_write(
+    event: ListingEvent,
+    image_sha256: str | None,
+    *,
+    outcome: str | None = None,
+    mismatch: float | None = None,
+    write_token: int | None = None,
+) -> ListingState:
     """The state once the event's row was written (or removed)."""
     if event.event_type is EventType.DELETED:
-        return ListingState(event.version, deleted=True)
+        return ListingState(event.version, deleted=True, outcome=outcome, write_token=write_token)
     assert event.title is not None
-    return ListingState(event.version, False, title_hash(event.title), image_sha256)
+    return ListingState(
+        event.version,
+        False,
+        title_hash(event.title),
+        image_sha256,
+        outcome,
+        mismatch,
+        write_token,
+    )

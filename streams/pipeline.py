@@ -1,10 +1,10 @@
 """The embedder's stages, independent of faust: prepare -> encode -> sink, overlapped.
 
 ``prepare`` decodes, judges versions, fetches and preprocesses images for batch k+1 while
-``encode`` runs the towers on batch k and ``sink`` (:class:`~streams.writer.BatchWriter`)
-writes batch k-1; the queues between them are bounded, so a slow or failing stage (Milvus down)
-pauses everything upstream, down to the Kafka consumer. Batches leave ``sink`` in the order
-they were formed, and only ``sink`` marks offsets finished in the
+``encode`` runs the towers on batch k and ``sink`` (:class:`~streams.checkpoint.Checkpoint`)
+makes batch k-1 durable; the queues between them are bounded, so a slow or failing stage
+(Milvus down) pauses everything upstream, down to the Kafka consumer. Batches leave ``sink``
+in the order they were formed, and only ``sink`` marks offsets finished in the
 :class:`~streams.ledger.OffsetLedger`.
 
 Which version a listing's row ends at does not depend on batching or arrival order: the row
@@ -30,16 +30,17 @@ from schemas import ContractError, DeadLetter, DeadLetterStage, ListingEvent, de
 from schemas.errors import Reason
 from streams import guard, metrics
 from streams.cache import ImageCache
+from streams.checkpoint import Checkpoint, Sender
 from streams.errors import EmbedderError, FetchError
 from streams.executor import BlockingRunner
 from streams.fetch import ImageFetcher
 from streams.guard import ListingState, Verdict
 from streams.ledger import OffsetLedger
+from streams.ownership import EveryPartition, Ownership
 from streams.records import SourceRecord, Work
 from streams.settings import EmbedderSettings
 from streams.sink import VectorSink
 from streams.state import PendingStates, StateStore
-from streams.writer import BatchWriter, Sender
 from vitrine.errors import VitrineError
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class Pipeline:
         ledger: OffsetLedger,
         runner: BlockingRunner,
         on_batch_done: Callable[[], Awaitable[None]] | None = None,
+        ownership: Ownership | None = None,
     ) -> None:
         self.settings = settings
         self.encoder = encoder
@@ -73,7 +75,9 @@ class Pipeline:
         self.cache = ImageCache(settings.image_cache_entries)
         self.on_batch_done = on_batch_done
         self.pending = PendingStates()
-        self.writer = BatchWriter(
+        # Tools and tests without a consumer group hold every partition.
+        self.ownership = ownership = ownership or EveryPartition()
+        self.checkpoint = Checkpoint(
             settings,
             self.model_version,
             sink,
@@ -81,8 +85,10 @@ class Pipeline:
             states,
             self.pending,
             ledger,
+            ownership,
             reembed=self._reembed,
         )
+        self.submitted = 0
         depth = settings.pipeline_depth
         self._intake: asyncio.Queue[SourceRecord] = asyncio.Queue(settings.batch_size * 2)
         self._prepared: asyncio.Queue[list[Work]] = asyncio.Queue(depth)
@@ -91,7 +97,12 @@ class Pipeline:
     @property
     def finished(self) -> int:
         """Events whose side effects are durable and offsets finished."""
-        return self.writer.finished
+        return self.checkpoint.finished
+
+    @property
+    def idle(self) -> bool:
+        """Nothing submitted is waiting or being worked on."""
+        return self.submitted == self.checkpoint.settled
 
     # -- feeding -----------------------------------------------------------------------------
 
@@ -103,11 +114,17 @@ class Pipeline:
         """
         hole = self.ledger.register(record.topic, record.partition, record.offset)
         metrics.IN_FLIGHT.inc()
+        self.submitted += 1
         await self._intake.put(record)
         return hole
 
+    async def fence(self, partitions: set[tuple[str, int]]) -> None:
+        """Revocation, step 1: returns once nothing more will be written for ``partitions``
+        (the batch being written finished; their other in-flight work will be abandoned)."""
+        await self.checkpoint.fence(partitions)
+
     def forget_partitions(self, partitions: set[tuple[str, int]]) -> None:
-        """Revoked partitions: drop their pending states and ledger rows."""
+        """Revocation, step 2 (after the last commit): drop pending states and ledger rows."""
         self.pending.forget({p for _, p in partitions})
         for topic, partition in partitions:
             self.ledger.forget(topic, partition)
@@ -137,7 +154,6 @@ class Pipeline:
     async def _prepare_loop(self) -> None:
         while True:
             records = await self._next_batch()
-            metrics.beat()
             metrics.BATCH_SIZE.observe(len(records))
             await self._prepared.put(await self.prepare(records))
 
@@ -145,13 +161,14 @@ class Pipeline:
         while True:
             batch = await self._prepared.get()
             await self.encode(batch)
+            metrics.beat()  # progress
             await self._encoded.put(batch)
 
     async def _sink_loop(self) -> None:
         while True:
             batch = await self._encoded.get()
-            await self.writer.write(batch)
-            metrics.beat()
+            await self.checkpoint.commit(batch)
+            metrics.beat()  # progress
             if self.on_batch_done is not None:
                 await self.on_batch_done()
 
@@ -205,7 +222,7 @@ class Pipeline:
                 candidates.setdefault(key, []).append(work)
         winners = await asyncio.gather(*(self._choose(works) for works in candidates.values()))
         for key, winner in zip(candidates, winners, strict=True):
-            if winner is not None:
+            if winner is not None and winner.verdict is not Verdict.ANNOUNCE:
                 assert winner.event is not None
                 state = guard.after_write(winner.event, winner.image_sha256)
                 self.pending.decide(key, winner.record.partition, state, winner)
@@ -269,15 +286,25 @@ class Pipeline:
         todo = [w for w in batch if w.needs_encoding]
         if not todo:
             return
+        await self._encode_isolating(todo)
+
+    async def _encode_isolating(self, todo: list[Work]) -> None:
+        """Encode ``todo`` in one call; when the model refuses it, bisect until the events it
+        refuses are alone, and dead-letter only those."""
         images = np.stack([w.tensor for w in todo])  # type: ignore[misc]
         titles = [w.event.title or "" for w in todo]  # type: ignore[union-attr]
         started = time.perf_counter()
         try:
             result = await self.runner.run(self.encoder.encode, images, titles)
         except EncoderError as exc:
-            for work in todo:
-                self._dead_letter(work, exc, DeadLetterStage.ENCODE)
-                self.pending.release(work.event.listing_id.encode(), work)  # type: ignore[union-attr]
+            if len(todo) > 1:
+                half = len(todo) // 2
+                await self._encode_isolating(todo[:half])
+                await self._encode_isolating(todo[half:])
+                return
+            work = todo[0]
+            self._dead_letter(work, exc, DeadLetterStage.ENCODE)
+            self.pending.release(work.event.listing_id.encode(), work)  # type: ignore[union-attr]
             return
         metrics.STAGE_DURATION.labels(stage="encode").observe(time.perf_counter() - started)
         for i, work in enumerate(todo):

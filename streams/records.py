@@ -21,6 +21,7 @@ class SourceRecord:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes | None], ...] = ()
+    epoch: int = 0  # the partition's ownership epoch at delivery (streams.ownership)
 
 
 @dataclass

@@ -53,11 +53,23 @@ def newest_per_listing(mutations: Iterable[Mutation]) -> list[Mutation]:
     return list(newest.values())
 
 
+def write_token(result: Any) -> int | None:
+    """The Milvus timestamp of a delete or upsert, when the client's result carries one.
+
+    pymilvus 2.6 ``MilvusClient.upsert``/``delete`` return counts, cost and ids but not the
+    mutation timestamp (``MutationResult.timestamp`` stays inside pymilvus), so today this is
+    None and embedded events omit ``write_token``; a client that returns ``timestamp`` fills it.
+    """
+    token = result.get("timestamp") if isinstance(result, dict) else None
+    return token if isinstance(token, int) and not isinstance(token, bool) and token >= 0 else None
+
+
 class VectorSink(Protocol):
     """What the pipeline needs from the vector store."""
 
-    async def write(self, mutations: Sequence[Mutation]) -> None:
-        """Apply the mutations; returns only once they are durable."""
+    async def write(self, mutations: Sequence[Mutation]) -> dict[str, int]:
+        """Apply the mutations; returns only once they are durable, with the write token
+        (Milvus timestamp) of each listing when the client reports one."""
 
     async def fetch_rows(self, listing_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Current rows (all fields) of these listings."""
@@ -121,18 +133,22 @@ class MilvusSink:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._backoff_max)
 
-    async def write(self, mutations: Sequence[Mutation]) -> None:
-        """Delete removed listings and upsert the rest, one call each."""
+    async def write(self, mutations: Sequence[Mutation]) -> dict[str, int]:
+        """Delete removed listings and upsert the rest, one call each; their write tokens."""
         unique = newest_per_listing(mutations)
         deletes = [m.listing_id for m in unique if m.row is None]
         rows = [m.row for m in unique if m.row is not None]
         name = self._layout.name
         started = time.perf_counter()
+        tokens: dict[str, int | None] = {}
         if deletes:
-            await self._retry("delete", lambda c: c.delete(name, ids=deletes))
+            result = await self._retry("delete", lambda c: c.delete(name, ids=deletes))
+            tokens.update(dict.fromkeys(deletes, write_token(result)))
         if rows:
-            await self._retry("upsert", lambda c: c.upsert(name, rows))
+            result = await self._retry("upsert", lambda c: c.upsert(name, rows))
+            tokens.update(dict.fromkeys((str(r["listing_id"]) for r in rows), write_token(result)))
         metrics.STAGE_DURATION.labels(stage="upsert").observe(time.perf_counter() - started)
+        return {listing: token for listing, token in tokens.items() if token is not None}
 
     async def fetch_rows(self, listing_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Rows by listing id, for metadata-only refreshes."""

@@ -114,6 +114,7 @@ def embedded_events(draw: st.DrawFn) -> EmbeddedEvent:
         occurred_at=draw(datetimes),
         embedded_at=draw(datetimes),
         freshness_seconds=draw(st.floats(0, limits.MAX_FRESHNESS_SECONDS, allow_nan=False)),
+        write_token=draw(st.none() | st.integers(0, 2**63 - 1)),
     )
 
 

@@ -82,3 +82,12 @@ def test_resolver_refuses_names_of_internal_addresses() -> None:
     with pytest.raises(FetchError) as info:
         asyncio.run(resolve("localhost"))
     assert info.value.reason == "forbidden_address"
+
+
+@pytest.mark.parametrize(
+    "host", ["127.1", "2130706433", "0177.0.0.1", "0x7f.0.0.1", "0x7f000001", "10.1", "1.2.3.4."]
+)
+def test_non_canonical_ipv4_hosts_are_bad_urls_at_once(host: str) -> None:
+    # One attempt allowed per transient failure would still retry; bad_url must not.
+    s = settings(fetch_attempts=4, fetch_backoff_s=5.0)
+    assert reason_of(s, f"http://{host}:9/a.png") == "bad_url"

@@ -19,9 +19,9 @@ def event(version: int, kind: str = "updated", **kw: Any) -> ListingEvent:
     return decode_listing_event(encode_json(listing_event("L1", version, kind, **kw)))
 
 
-def test_older_or_equal_versions_are_stale() -> None:
+def test_older_versions_are_stale_the_newest_seen_is_announced_again() -> None:
     state = ListingState(5)
-    assert judge(state, event(5)) is Verdict.STALE
+    assert judge(state, event(5)) is Verdict.ANNOUNCE
     assert judge(state, event(4)) is Verdict.STALE
     assert judge(state, event(6)) is Verdict.EMBED
     assert judge(None, event(1, "created")) is Verdict.EMBED
@@ -46,6 +46,8 @@ def test_unchanged_needs_same_title_and_image_bytes() -> None:
 def test_state_round_trips_through_json() -> None:
     state = after_write(event(1), "abc")
     assert ListingState.from_json(state.to_json()) == state
+    full = after_write(event(2), "abc", outcome="embedded", mismatch=0.25, write_token=7)
+    assert ListingState.from_json(full.to_json()) == full
     assert ListingState.from_json("junk") is None
 
 

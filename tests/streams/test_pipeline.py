@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from encoders.runtime import Encoder
+from streams.checkpoint import Sender
 from streams.executor import BlockingRunner
 from streams.fetch import ImageFetcher
 from streams.ledger import OffsetLedger
@@ -21,7 +22,6 @@ from streams.records import SourceRecord
 from streams.settings import EmbedderSettings
 from streams.sink import Mutation, VectorSink, newest_per_listing
 from streams.state import MemoryStates, StateStore
-from streams.writer import Sender
 from tests.streams.harness import ImageServer, encode_json, listing_event, png
 from vitrine.settings import load
 
@@ -33,13 +33,16 @@ class MemorySink:
 
     def __init__(self) -> None:
         self.rows: dict[str, dict[str, Any]] = {}
+        self.clock = 0  # a write token per call, like Milvus timestamps
 
-    async def write(self, mutations: Sequence[Mutation]) -> None:
+    async def write(self, mutations: Sequence[Mutation]) -> dict[str, int]:
+        self.clock += 1
         for m in newest_per_listing(mutations):
             if m.row is None:
                 self.rows.pop(m.listing_id, None)
             else:
                 self.rows[m.listing_id] = m.row
+        return {m.listing_id: self.clock for m in mutations}
 
     async def fetch_rows(self, listing_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         return {i: self.rows[i] for i in listing_ids if i in self.rows}
@@ -105,7 +108,7 @@ async def _through(pipeline: Pipeline, records: list[SourceRecord]) -> None:
         pipeline.ledger.register(record.topic, record.partition, record.offset)
     batch = await pipeline.prepare(records)
     await pipeline.encode(batch)
-    await pipeline.writer.write(batch)
+    await pipeline.checkpoint.commit(batch)
 
 
 def _records(server: ImageServer) -> dict[str, SourceRecord]:
@@ -150,7 +153,7 @@ def test_row_keeps_newest_valid_version_whatever_the_batching(
             return pipeline
 
     pipeline = asyncio.run(run())
-    sink, sender = pipeline.sink, pipeline.writer.sender
+    sink, sender = pipeline.sink, pipeline.checkpoint.sender
     assert isinstance(sink, MemorySink) and isinstance(sender, MemorySender)
     assert sink.rows["L1"]["version"] == 2
     assert [v for topic, _, v in sender.sent if topic.endswith("dlq")] == [records["v3"].value]
