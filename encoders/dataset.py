@@ -1,7 +1,8 @@
 """Reading a training data directory (the documented on-disk format) into arrays.
 
 ``listings.jsonl`` (one listing per line: ``listing_id``, ``title``, ``image`` relative path,
-``clicked``; optional ``split`` and ``category``) and ``coclicks.csv`` (``listing_a,listing_b``).
+``clicked``; optional ``split``, ``category`` and ``product``) and ``coclicks.csv``
+(``listing_a,listing_b``).
 Images go through the serving preprocessing (:func:`encoders.preprocess.decode_image`), so the
 model trains on exactly the pixels it will see in production.
 """
@@ -19,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from encoders.errors import DataError, ImageError
+from encoders.negatives import ListingMeta
 from encoders.preprocess import ImageSpec, decode_image
 
 
@@ -32,6 +34,7 @@ class Listing:
     clicked: bool
     split: str
     category: str | None = None
+    product: str | None = None  # listings sharing it are variants (colours) of one product
 
 
 @dataclass
@@ -45,6 +48,15 @@ class MarketplaceData:
     def indices(self, split: str) -> np.ndarray:
         """Indices of the listings in ``split``."""
         return np.asarray([i for i, x in enumerate(self.listings) if x.split == split], np.int64)
+
+    def meta(self) -> ListingMeta:
+        """Category, product, group and title codes for negative sampling."""
+        return ListingMeta.build(
+            [x.title for x in self.listings],
+            [x.category for x in self.listings],
+            [x.product for x in self.listings],
+            self.pairs,
+        )
 
     def pairs_in(self, split: str) -> np.ndarray:
         """Co-click pairs whose listings are both in ``split``."""
@@ -80,7 +92,8 @@ def load_data(root: Path, test_share: float = 0.2) -> MarketplaceData:
                     image=str(raw["image"]),
                     clicked=bool(raw["clicked"]),
                     split=str(raw.get("split") or _hash_split(str(raw["listing_id"]), test_share)),
-                    category=raw.get("category"),
+                    category=None if raw.get("category") is None else str(raw["category"]),
+                    product=None if raw.get("product") is None else str(raw["product"]),
                 )
             except (ValueError, KeyError, TypeError) as exc:
                 raise DataError(f"{listings_file.name}:{line_no}: {exc!r}") from exc
@@ -105,17 +118,22 @@ def load_data(root: Path, test_share: float = 0.2) -> MarketplaceData:
     return MarketplaceData(root, listings, np.asarray(pairs, np.int64).reshape(-1, 2))
 
 
+def read_cover(data: MarketplaceData, listing: Listing, spec: ImageSpec) -> np.ndarray:
+    """One listing's cover as ``uint8 [H, W, 3]`` after the serving resize and crop."""
+    path = data.root / listing.image
+    try:
+        return np.asarray(decode_image(path.read_bytes(), spec), dtype=np.uint8)
+    except (OSError, ImageError) as exc:
+        raise DataError(f"{listing.listing_id}: image {listing.image}: {exc}") from exc
+
+
 def load_images(
     data: MarketplaceData, spec: ImageSpec, threads: int = 2, progress: bool = True
 ) -> np.ndarray:
     """Every listing's cover as ``uint8 [N, H, W, 3]`` after the serving resize and crop."""
 
     def one(listing: Listing) -> np.ndarray:
-        path = data.root / listing.image
-        try:
-            return np.asarray(decode_image(path.read_bytes(), spec), dtype=np.uint8)
-        except (OSError, ImageError) as exc:
-            raise DataError(f"{listing.listing_id}: image {listing.image}: {exc}") from exc
+        return read_cover(data, listing, spec)
 
     out = np.empty((len(data.listings), spec.size, spec.size, 3), np.uint8)
     with ThreadPoolExecutor(max_workers=threads) as pool:

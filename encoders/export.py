@@ -1,9 +1,11 @@
 """`vitrine model build`'s second half: torch towers -> ONNX files + manifest (torch only).
 
-Three graphs, each with a dynamic batch axis: ``image.onnx`` (``pixels`` -> ``features``),
-``text.onnx`` (``input_ids``, ``attention_mask`` -> ``features``, dynamic length too) and
-``fusion.onnx`` (``image_features``, ``text_features`` -> ``embedding``, ``mismatch``). The
-text model's ``tokenizer.json`` is copied beside them. After writing, the directory is loaded
+Five graphs, each with a dynamic batch axis: ``image.onnx`` (``pixels`` -> ``features``),
+``text.onnx`` (``input_ids``, ``attention_mask`` -> ``features``, dynamic length too),
+``fusion.onnx`` (``image_features``, ``text_features`` -> ``embedding``, ``mismatch``), and the
+two heads into the shared image/title space, ``image_projection.onnx`` (``image_features`` ->
+``shared``) and ``text_projection.onnx`` (``text_features`` -> ``shared``). The text model's
+``tokenizer.json`` is copied beside them. After writing, the directory is loaded
 with the serving runtime and compared with torch on the same inputs (parity).
 """
 
@@ -21,11 +23,10 @@ import numpy as np
 import torch
 
 from encoders.errors import ModelError
-from encoders.fusion import FusionExport
+from encoders.fusion import FusionExport, ImageProjection, TextProjection
 from encoders.manifest import Manifest, describe_file, version_from_files
-from encoders.preprocess import ImageSpec
 from encoders.tokenize import TitleTokenizer
-from encoders.train import Towers
+from encoders.towers import Towers
 
 OPSET = 17
 PARITY_MIN_COSINE = 0.9999
@@ -102,6 +103,12 @@ def export_model(
         ["embedding", "mismatch"],
         {"image_features": batch, "text_features": batch, "embedding": batch, "mismatch": batch},
     )
+    for module, name, arg, feature in (
+        (ImageProjection(towers.fusion), "image_projection.onnx", dims[0], "image_features"),
+        (TextProjection(towers.fusion), "text_projection.onnx", dims[1], "text_features"),
+    ):
+        _export(module, (arg,), out_dir / name, [feature], ["shared"],
+                {feature: batch, "shared": batch})  # fmt: skip
     shutil.copyfile(towers.tokenizer_file, out_dir / "tokenizer.json")
     files = {
         role: describe_file(out_dir, name)
@@ -109,32 +116,48 @@ def export_model(
             ("image", "image.onnx"),
             ("text", "text.onnx"),
             ("fusion", "fusion.onnx"),
+            ("image_projection", "image_projection.onnx"),
+            ("text_projection", "text_projection.onnx"),
             ("tokenizer", "tokenizer.json"),
         )
     }
+    image_tower = (
+        "EfficientNet-Lite0 (ImageNet-pretrained), global average pooling"
+        if profile.backbone == "efficientnet_lite0"
+        else f"ResNet-{profile.resnet_depth}, stem width {profile.resnet_width}"
+    )
     manifest = Manifest(
         model_version=version_from_files(profile.name, files),
         profile=profile.name,
         embedding_dim=profile.embedding_dim,
         image_feature_dim=towers.trunk.feature_dim,
         text_feature_dim=towers.text.feature_dim,
-        image=ImageSpec(profile.image_size, profile.resize),
+        image=profile.image_spec(),
         max_title_tokens=profile.max_title_tokens,
         opset=OPSET,
         files=files,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         architecture={
-            "image_tower": f"ResNet-{profile.resnet_depth}, stem width {profile.resnet_width}",
+            "image_tower": image_tower,
+            "image_weights": towers.image_weights,
             "text_tower": f"BERT, {towers.text.config.num_hidden_layers} layers, mean pooling",
             "hidden_dim": profile.hidden_dim,
-            "fusion": "adapters -> TransH hyperplane; item tower [a_i; a_t]; mismatch head(delta)",
+            "fusion": "adapters -> TransH hyperplane; item tower [a_i; a_t]; "
+            "mismatch head(delta, a_i*a_t)",
+        },
+        shared_space={
+            "dim": profile.hidden_dim,
+            "image": "image_projection",
+            "text": "text_projection",
+            "similarity": "cosine (outputs are unit vectors)",
         },
         training=training or {"trained": False},
     )
     manifest.write(out_dir)
     if parity:
         result = check_parity(out_dir, towers)
-        if result["min_cosine"] < PARITY_MIN_COSINE:
+        cosines = [v for k, v in result.items() if k.endswith("min_cosine")]
+        if min(cosines) < PARITY_MIN_COSINE:
             raise ModelError(f"ONNX Runtime disagrees with torch: {result}", reason="parity_failed")
         manifest = Manifest.from_dict(
             {**manifest.to_dict(), "training": {**manifest.training, "parity": result}}
@@ -147,8 +170,8 @@ def export_model(
 def check_parity(model_dir: Path, towers: Towers, n: int = 5, seed: int = 0) -> dict[str, float]:
     """Serve ``model_dir`` with ONNX Runtime and compare with torch on the same inputs.
 
-    Returns the minimum cosine between embeddings (and between each tower's features) and the
-    largest absolute mismatch difference.
+    Returns the minimum cosine between embeddings, each tower's features and each shared-space
+    projection, and the largest absolute mismatch difference: every exported graph is covered.
     """
     from encoders.runtime import Encoder
 
@@ -160,6 +183,8 @@ def check_parity(model_dir: Path, towers: Towers, n: int = 5, seed: int = 0) -> 
     got = encoder.encode(images.numpy(), titles)
     got_image = encoder.image_features(images.numpy())
     got_text = encoder.text_features(titles)
+    got_shared_image = encoder.image_embedding(images.numpy())
+    got_shared_text = encoder.text_embedding(titles)
     tokenizer = TitleTokenizer.from_file(
         model_dir / "tokenizer.json", encoder.manifest.max_title_tokens
     )
@@ -170,6 +195,8 @@ def check_parity(model_dir: Path, towers: Towers, n: int = 5, seed: int = 0) -> 
         ref_image = towers.trunk(images)
         ref_text = towers.text(torch.from_numpy(ids), torch.from_numpy(mask))
         ref_emb, ref_mismatch = FusionExport(towers.fusion)(ref_image, ref_text)
+        ref_shared_image = ImageProjection(towers.fusion)(ref_image)
+        ref_shared_text = TextProjection(towers.fusion)(ref_text)
 
     def min_cos(a: np.ndarray, b: np.ndarray) -> float:
         a = a / np.linalg.norm(a, axis=1, keepdims=True)
@@ -181,4 +208,6 @@ def check_parity(model_dir: Path, towers: Towers, n: int = 5, seed: int = 0) -> 
         "image_min_cosine": min_cos(got_image, ref_image.numpy()),
         "text_min_cosine": min_cos(got_text, ref_text.numpy()),
         "mismatch_max_abs_diff": float(np.abs(got.mismatch - ref_mismatch.numpy()).max()),
+        "image_projection_min_cosine": min_cos(got_shared_image, ref_shared_image.numpy()),
+        "text_projection_min_cosine": min_cos(got_shared_text, ref_shared_text.numpy()),
     }

@@ -8,10 +8,16 @@ For a listing with image features ``f_i`` and text features ``f_t``:
   from depicting the title;
 * the item tower (shared by every listing, hence Siamese when two listings are compared) reads
   ``[a_i ; a_t]`` and outputs the L2-normalised item embedding;
-* the mismatch head reads ``delta`` and outputs the logit of P(no click).
+* the mismatch head reads ``delta`` and ``a_i ⊙ a_t`` and outputs the logit of P(no click).
+
+``a_i`` and ``a_t`` are also the shared image/title space (trained with an in-batch contrastive
+loss, temperature ``exp(-logit_scale)``), exported as two projection graphs for query by photo
+and by text.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +43,10 @@ class FusionModel(nn.Module):
         self.normal = nn.Parameter(torch.randn(hidden_dim) / hidden_dim**0.5)
         self.translation = nn.Parameter(torch.zeros(hidden_dim))
         self.tower = _mlp(2 * hidden_dim, 2 * hidden_dim, embedding_dim)
-        self.mismatch_head = _mlp(hidden_dim, hidden_dim, 1)
+        # delta alone cannot express "how well do these two agree"; the elementwise product
+        # gives the head the cosine the contrastive loss trains, per dimension.
+        self.mismatch_head = _mlp(2 * hidden_dim, hidden_dim, 1)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
     def unit_normal(self) -> torch.Tensor:
         """``w / ‖w‖``: the hyperplane normal is kept unit-length by construction."""
@@ -60,8 +69,12 @@ class FusionModel(nn.Module):
         """``(embedding, mismatch_logit, a_image, a_text)``."""
         a_image, a_text = self.adapt(image, text)
         embedding = F.normalize(self.tower(torch.cat([a_image, a_text], dim=-1)), dim=-1)
-        logit = self.mismatch_head(self.delta(a_image, a_text)).squeeze(-1)
-        return embedding, logit, a_image, a_text
+        return embedding, self.mismatch_logit(a_image, a_text), a_image, a_text
+
+    def mismatch_logit(self, a_image: torch.Tensor, a_text: torch.Tensor) -> torch.Tensor:
+        """Logit of P(no click) from the two unit modality vectors."""
+        features = torch.cat([self.delta(a_image, a_text), a_image * a_text], dim=-1)
+        return self.mismatch_head(features).squeeze(-1)
 
 
 class FusionExport(nn.Module):
@@ -74,3 +87,25 @@ class FusionExport(nn.Module):
     def forward(self, image: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         embedding, logit, _, _ = self.fusion(image, text)
         return embedding, torch.sigmoid(logit)
+
+
+class ImageProjection(nn.Module):
+    """The serving graph for query by photo: image features -> unit vector in the shared space."""
+
+    def __init__(self, fusion: FusionModel) -> None:
+        super().__init__()
+        self.adapter = fusion.image_adapter
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.adapter(image), dim=-1)
+
+
+class TextProjection(nn.Module):
+    """The serving graph for query by text: text features -> unit vector in the shared space."""
+
+    def __init__(self, fusion: FusionModel) -> None:
+        super().__init__()
+        self.adapter = fusion.text_adapter
+
+    def forward(self, text: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.adapter(text), dim=-1)

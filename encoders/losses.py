@@ -1,6 +1,8 @@
-"""The three training losses (formulas in ``docs/model.md``)."""
+"""The four training losses (formulas in ``docs/model.md``)."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -48,3 +50,23 @@ def mismatch_loss(
     ``weight`` undoes class-balanced sampling: rows drawn at twice their natural rate weigh half.
     """
     return F.binary_cross_entropy_with_logits(logit, no_click.float(), weight=weight)
+
+
+def contrastive_loss(
+    a_image: torch.Tensor, a_text: torch.Tensor, logit_scale: torch.Tensor, same: torch.Tensor
+) -> torch.Tensor:
+    """Symmetric in-batch InfoNCE between covers and titles (CLIP-style).
+
+    ``a_image[i]`` and ``a_text[i]`` are unit vectors of one listing whose cover shows its title;
+    every other title (cover) in the batch is a negative for cover (title) ``i``, except those
+    with ``same[i, j]`` true (the same title, or another variant of the same product), which
+    are masked out rather than pushed away. The temperature is learned, capped at 1/100.
+    """
+    if a_image.shape[0] < 2:
+        return a_image.sum() * 0.0
+    scale = logit_scale.clamp(max=math.log(100.0)).exp()
+    logits = scale * a_image @ a_text.T
+    eye = torch.eye(len(logits), dtype=torch.bool, device=logits.device)
+    logits = logits.masked_fill(same & ~eye, float("-inf"))
+    target = torch.arange(len(logits), device=logits.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))

@@ -17,7 +17,8 @@ from encoders.preprocess import ImageSpec
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
-FILE_ROLES = ("image", "text", "fusion", "tokenizer")
+FILE_ROLES = ("image", "text", "fusion", "tokenizer")  # required
+PROJECTION_ROLES = ("image_projection", "text_projection")  # optional: shared image/title space
 
 
 def sha256_file(path: Path) -> str:
@@ -54,6 +55,9 @@ class Manifest:
     created_at: str
     architecture: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    # {"dim", "image": role, "text": role}: the heads into the shared image/title space; empty
+    # for models built before it existed.
+    shared_space: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,7 +99,12 @@ class Manifest:
                 created_at=str(data["created_at"]),
                 architecture=dict(data.get("architecture", {})),
                 training=dict(data.get("training", {})),
+                shared_space=dict(data.get("shared_space") or {}),
             )
+            for side in ("image", "text"):
+                role = manifest.shared_space.get(side)
+                if manifest.shared_space and role not in files:
+                    raise ValueError(f"shared_space.{side} names no file role ({role!r})")
         except ModelError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -126,10 +126,21 @@ class ResNetTrunk(nn.Module):
             elif isinstance(module, BasicBlock):
                 nn.init.zeros_(module.bn2.weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        """Stem and the first three stages."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return torch.flatten(self.avgpool(x), 1)
+        return self.layer3(self.layer2(self.layer1(x)))
+
+    def tail(self, x: torch.Tensor) -> torch.Tensor:
+        """Last stage and global average pooling."""
+        return torch.flatten(self.avgpool(self.layer4(x)), 1)
+
+    def tail_modules(self) -> list[nn.Module]:
+        """The modules :meth:`tail` trains when the last stage is fine-tuned."""
+        return [self.layer4]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tail(self.body(x))
 
 
 def load_trunk_weights(trunk: ResNetTrunk, path: Path) -> None:

@@ -75,7 +75,7 @@ def _open_session(
 
 
 class Encoder:
-    """Image tower + text tower + fusion, as three ONNX Runtime sessions."""
+    """Image tower, text tower, fusion and shared-space heads: one ONNX Runtime session each."""
 
     def __init__(
         self,
@@ -91,6 +91,11 @@ class Encoder:
         self._image = sessions["image"]
         self._text = sessions["text"]
         self._fusion = sessions["fusion"]
+        self._projections = {
+            side: sessions[role]
+            for side, role in manifest.shared_space.items()
+            if side in ("image", "text") and role in sessions
+        }
         self.providers: list[str] = list(self._image.get_providers())
 
     @classmethod
@@ -100,7 +105,7 @@ class Encoder:
         providers: Sequence[str] | None = None,
         intra_op_threads: int | None = None,
     ) -> Encoder:
-        """Verify the manifest's checksums, then open the three sessions.
+        """Verify the manifest's checksums, then open one session per graph.
 
         ``providers`` is an order of preference; those this onnxruntime build lacks are skipped
         and CPU is always the last resort. Raises :class:`ModelError`.
@@ -109,9 +114,11 @@ class Encoder:
         manifest = Manifest.read(directory)
         manifest.verify(directory)
         chosen = choose_providers(providers, ort.get_available_providers())
+        roles = ["image", "text", "fusion"]
+        roles += [manifest.shared_space[s] for s in ("image", "text") if s in manifest.shared_space]
         sessions = {
             role: _open_session(manifest.path_of(directory, role), chosen, intra_op_threads)
-            for role in ("image", "text", "fusion")
+            for role in roles
         }
         tokenizer = TitleTokenizer.from_file(
             manifest.path_of(directory, "tokenizer"), manifest.max_title_tokens
@@ -147,6 +154,48 @@ class Encoder:
         ids, mask = self.tokenizer(titles)
         return self._text.run(["features"], {"input_ids": ids, "attention_mask": mask})[0]
 
+    @property
+    def has_shared_space(self) -> bool:
+        """Whether this model exports the image and title heads into one shared space."""
+        return len(self._projections) == 2
+
+    def _project(self, side: str, features: np.ndarray) -> np.ndarray:
+        if side not in self._projections:
+            raise ModelError(
+                f"model {self.manifest.model_version} has no {side} projection (built before the "
+                "shared image/title space existed)",
+                reason="bad_input",
+            )
+        name = f"{side}_features"
+        return self._projections[side].run(["shared"], {name: features})[0]
+
+    def project_image_features(self, features: np.ndarray) -> np.ndarray:
+        """Image-tower features -> unit vectors ``[N, shared_dim]`` in the shared space."""
+        return self._project("image", np.ascontiguousarray(features, dtype=np.float32))
+
+    def project_text_features(self, features: np.ndarray) -> np.ndarray:
+        """Text-tower features -> unit vectors ``[N, shared_dim]`` in the shared space."""
+        return self._project("text", np.ascontiguousarray(features, dtype=np.float32))
+
+    def image_embedding(self, images: np.ndarray) -> np.ndarray:
+        """Covers -> the shared image/title space (query by photo)."""
+        return self.project_image_features(self.image_features(images))
+
+    def text_embedding(self, titles: Sequence[str]) -> np.ndarray:
+        """Titles or text queries -> the shared image/title space (query by text)."""
+        return self.project_text_features(self.text_features(titles))
+
+    def fuse(self, image_features: np.ndarray, text_features: np.ndarray) -> EncodeResult:
+        """Tower features -> embeddings and mismatch (lets callers pair any cover and title)."""
+        embeddings, mismatch = self._fusion.run(
+            ["embedding", "mismatch"],
+            {
+                "image_features": np.ascontiguousarray(image_features, dtype=np.float32),
+                "text_features": np.ascontiguousarray(text_features, dtype=np.float32),
+            },
+        )
+        return EncodeResult(embeddings.astype(np.float32), mismatch.astype(np.float32))
+
     def encode(self, images: np.ndarray, titles: Sequence[str]) -> EncodeResult:
         """One batch of N listings -> embeddings ``[N, D]`` and mismatch ``[N]``."""
         images = self._check_images(images)
@@ -158,10 +207,4 @@ class Encoder:
             return EncodeResult(
                 np.zeros((0, self.manifest.embedding_dim), np.float32), np.zeros(0, np.float32)
             )
-        image_features = self.image_features(images)
-        text_features = self.text_features(titles)
-        embeddings, mismatch = self._fusion.run(
-            ["embedding", "mismatch"],
-            {"image_features": image_features, "text_features": text_features},
-        )
-        return EncodeResult(embeddings.astype(np.float32), mismatch.astype(np.float32))
+        return self.fuse(self.image_features(images), self.text_features(titles))

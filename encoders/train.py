@@ -1,8 +1,12 @@
-"""`vitrine train`: fit the image tower and the fusion on a data directory (torch only).
+"""`vitrine train`: fit the fusion (and optionally the last image stage) on a data directory.
 
-The text tower stays frozen (its features are computed once); the image trunk and the fusion
-are trained together with the triplet, TransH alignment and mismatch losses. A checkpoint is
-written after every epoch, and the held-out report at the end.
+The recipe for real photos on a small CPU: both towers start pretrained and stay frozen, so
+their features are computed once and cached (:mod:`encoders.features`); the fusion is trained
+on top with four losses: triplet on co-clicks, TransH alignment, in-batch image-title InfoNCE
+and the mismatch head against three kinds of swapped covers (:mod:`encoders.negatives`) plus any
+no-click listings in the data. ``finetune_last_stage`` also trains the image trunk's last stage
+from cached body outputs. A checkpoint is written after every epoch, and the held-out report at
+the end.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,17 +25,18 @@ import torch
 from tqdm import tqdm
 
 from encoders import losses
-from encoders.dataset import MarketplaceData, load_data, load_images
-from encoders.evaluate import recall_at_k, roc_auc
-from encoders.fusion import FusionModel
-from encoders.preprocess import ImageSpec
+from encoders.dataset import MarketplaceData, load_data
+from encoders.errors import DataError, ModelError
+from encoders.evaluate import HeldOut, evaluate_heldout, format_evaluation
+from encoders.features import image_features, text_features
+from encoders.negatives import ListingMeta, SwapSampler
 from encoders.profiles import Profile, get_profile
-from encoders.resnet import ResNetTrunk, load_trunk_weights
-from encoders.text import TextTower, default_text_model_dir, load_text_tower
-from encoders.tokenize import TitleTokenizer
+from encoders.towers import Towers, build_towers
 
 log = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.pt"
+
+__all__ = ["CHECKPOINT_NAME", "Towers", "TrainConfig", "build_towers", "load_checkpoint", "train"]
 
 
 @dataclass(frozen=True)
@@ -38,120 +44,25 @@ class TrainConfig:
     """Hyper-parameters of one training run (stored in the checkpoint and the report)."""
 
     profile: str = "cpu"
-    epochs: int = 8
-    batch_size: int = 32
+    epochs: int = 30
+    batch_size: int = 64  # co-click pairs per step; as many extra listings for the other losses
     lr: float = 2e-3
     weight_decay: float = 1e-4
     triplet_margin: float = 0.3
     align_margin: float = 0.5
     align_weight: float = 0.5
     mismatch_weight: float = 1.0
-    flip: bool = True  # random horizontal flips of training images
+    contrastive_weight: float = 1.0
     seed: int = 0
     text_model: str | None = None  # Hugging Face-format directory; None: bundled MiniLM-L6
-    image_weights: str | None = None  # torchvision-layout ResNet state dict to start from
-    freeze_image: bool = False
-
-
-@dataclass
-class Towers:
-    """The torch modules of one model, as training leaves them and export reads them."""
-
-    profile: Profile
-    trunk: ResNetTrunk
-    text: TextTower
-    fusion: FusionModel
-    tokenizer_file: Path
-
-
-def build_towers(profile: Profile, text_model: str | None, image_weights: str | None) -> Towers:
-    """Fresh towers for ``profile``: random trunk (or ``image_weights``), pretrained text."""
-    text_dir = Path(text_model) if text_model else default_text_model_dir()
-    text = load_text_tower(text_dir)
-    trunk = ResNetTrunk(profile.resnet_depth, profile.resnet_width)
-    if image_weights:
-        load_trunk_weights(trunk, Path(image_weights))
-    fusion = FusionModel(
-        trunk.feature_dim, text.feature_dim, profile.hidden_dim, profile.embedding_dim
-    )
-    return Towers(profile, trunk, text, fusion, text_dir / "tokenizer.json")
-
-
-def normalise(pixels: np.ndarray, spec: ImageSpec) -> torch.Tensor:
-    """``uint8 [N,H,W,3]`` -> normalised ``float32 [N,3,H,W]``, as :func:`preprocess.to_tensor`."""
-    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std).view(1, 3, 1, 1)
-    return (x - mean) / std
-
-
-@torch.no_grad()
-def text_features(
-    towers: Towers, titles: list[str], progress: bool, batch: int = 128
-) -> torch.Tensor:
-    """Frozen text-tower features for every title."""
-    tokenizer = TitleTokenizer.from_file(towers.tokenizer_file, towers.profile.max_title_tokens)
-    out = []
-    for start in tqdm(range(0, len(titles), batch), desc="encoding titles", disable=not progress):
-        ids, mask = tokenizer(titles[start : start + batch])
-        out.append(towers.text(torch.from_numpy(ids), torch.from_numpy(mask)))
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def image_features(trunk: ResNetTrunk, pixels: np.ndarray, spec: ImageSpec) -> torch.Tensor:
-    """Trunk features in eval mode, in batches."""
-    trunk.eval()
-    return torch.cat(
-        [trunk(normalise(pixels[s : s + 128], spec)) for s in range(0, len(pixels), 128)]
-    )
-
-
-def evaluate(
-    towers: Towers, data: MarketplaceData, pixels: np.ndarray, text: torch.Tensor
-) -> dict[str, Any]:
-    """Held-out recall@10 (multimodal, text-only, image-only) and mismatch ROC-AUC."""
-    spec = ImageSpec(towers.profile.image_size, towers.profile.resize)
-    test = data.indices("test")
-    position = {int(g): i for i, g in enumerate(test)}
-    pairs = np.asarray(
-        [(position[int(a)], position[int(b)]) for a, b in data.pairs_in("test")], np.int64
-    ).reshape(-1, 2)
-    img = image_features(towers.trunk, pixels[test], spec)
-    towers.fusion.eval()
-    with torch.no_grad():
-        emb, logit, _, _ = towers.fusion(img, text[test])
-    no_click = np.asarray([not data.listings[int(i)].clicked for i in test])
-    multimodal, queries = recall_at_k(emb.numpy(), pairs)
-    return {
-        "test_listings": len(test),
-        "test_queries": queries,
-        "test_coclick_pairs": len(pairs),
-        "recall_at_10": {
-            "multimodal": multimodal,
-            "text_only": recall_at_k(text[test].numpy(), pairs)[0],
-            "image_only": recall_at_k(img.numpy(), pairs)[0],
-        },
-        "mismatch_roc_auc": roc_auc(torch.sigmoid(logit).numpy(), no_click),
-        "no_click_share": float(no_click.mean()) if len(no_click) else 0.0,
-    }
+    image_weights: str | None = None  # state dict to start the image trunk from
+    finetune_last_stage: bool = False
+    tail_lr_scale: float = 0.1  # the pretrained last stage moves slower than the fresh fusion
 
 
 def format_report(report: dict[str, Any]) -> str:
     """The short text table printed after training and saved as ``report.txt``."""
-    ev = report["evaluation"]
-    lines = [
-        f"held-out evaluation: {ev['test_listings']} listings, {ev['test_queries']} queries, "
-        f"{ev['test_coclick_pairs']} co-click pairs",
-        f"{'embedding':<12} recall@10",
-    ]
-    lines += [
-        f"{name.replace('_', '-'):<12} {value:.3f}" for name, value in ev["recall_at_10"].items()
-    ]
-    lines.append(
-        f"mismatch ROC-AUC {ev['mismatch_roc_auc']:.3f} (no-click share {ev['no_click_share']:.2f})"
-    )
-    return "\n".join(lines)
+    return format_evaluation(report["evaluation"])
 
 
 def save_checkpoint(path: Path, towers: Towers, config: TrainConfig, extra: dict[str, Any]) -> None:
@@ -161,6 +72,7 @@ def save_checkpoint(path: Path, towers: Towers, config: TrainConfig, extra: dict
         "config": asdict(config),
         "trunk": towers.trunk.state_dict(),
         "fusion": towers.fusion.state_dict(),
+        "image_weights": towers.image_weights,
         **extra,
     }
     tmp = path.with_suffix(".tmp")
@@ -170,14 +82,13 @@ def save_checkpoint(path: Path, towers: Towers, config: TrainConfig, extra: dict
 
 def load_checkpoint(path: Path) -> tuple[Towers, dict[str, Any]]:
     """Towers and metadata from a checkpoint written by :func:`train`."""
-    from encoders.errors import ModelError
-
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         profile = Profile.from_dict(payload["profile"])
-        towers = build_towers(profile, payload["config"].get("text_model"), None)
+        towers = build_towers(profile, payload["config"].get("text_model"), None, pretrained=False)
         towers.trunk.load_state_dict(payload["trunk"])
         towers.fusion.load_state_dict(payload["fusion"])
+        towers.image_weights = dict(payload.get("image_weights") or {})
     except ModelError:
         raise
     except Exception as exc:  # torch.load and load_state_dict raise many unrelated types
@@ -185,125 +96,245 @@ def load_checkpoint(path: Path) -> tuple[Towers, dict[str, Any]]:
     return towers, payload
 
 
+def heldout(
+    data: MarketplaceData, image: np.ndarray, text: np.ndarray, test: np.ndarray
+) -> HeldOut:
+    """The held-out listings' features, labels, co-click pairs and metadata, rows aligned."""
+    position = {int(g): i for i, g in enumerate(test)}
+    pairs = np.asarray(
+        [(position[int(a)], position[int(b)]) for a, b in data.pairs_in("test")], np.int64
+    ).reshape(-1, 2)
+    rows = [data.listings[int(i)] for i in test]
+    meta = ListingMeta.build(
+        [x.title for x in rows], [x.category for x in rows], [x.product for x in rows], pairs
+    )
+    clicked = np.asarray([x.clicked for x in rows], bool)
+    return HeldOut(image[test], text[test], clicked, pairs, meta)
+
+
+def torch_scorers(towers: Towers) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """``fuse`` and ``project`` callables over numpy features, for :func:`evaluate_heldout`."""
+    fusion = towers.fusion.eval()
+
+    @torch.no_grad()
+    def fuse(image: np.ndarray, text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        emb, logit, _, _ = fusion(torch.from_numpy(image).float(), torch.from_numpy(text))
+        return emb.numpy(), torch.sigmoid(logit).numpy()
+
+    @torch.no_grad()
+    def project(image: np.ndarray, text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        a_i, a_t = fusion.adapt(torch.from_numpy(image).float(), torch.from_numpy(text))
+        return a_i.numpy(), a_t.numpy()
+
+    return fuse, project
+
+
 def _coclick_set(pairs: np.ndarray) -> set[tuple[int, int]]:
     return {(int(a), int(b)) for a, b in pairs} | {(int(b), int(a)) for a, b in pairs}
 
 
+class _Batches:
+    """Index sampling for one training step (pure numpy, seeded)."""
+
+    def __init__(self, data: MarketplaceData, meta: ListingMeta, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.meta = meta
+        self.train = data.indices("train")
+        self.pairs = data.pairs_in("train")
+        if len(self.pairs) == 0:
+            raise DataError("no co-click pairs in the train split")
+        self.known = _coclick_set(self.pairs)
+        clicked = np.asarray([x.clicked for x in data.listings], bool)
+        self.clicked = clicked
+        self.no_click = self.train[~clicked[self.train]]
+        self.sampler = SwapSampler(meta, self.train[clicked[self.train]])
+        self.kinds = meta.available_kinds() or ("any",)
+
+    def same_mask(self, idx: np.ndarray) -> np.ndarray:
+        """``[n, n]``: pairs not to treat as contrastive negatives (same title, or same group
+        when the data names no products and the group is a co-click component)."""
+        m = self.meta
+        same = m.title[idx][:, None] == m.title[idx][None, :]
+        unknown = m.product[idx] < 0
+        group = (m.group[idx][:, None] == m.group[idx][None, :]) & unknown[:, None]
+        return same | group
+
+    def draw(self, b: int) -> dict[str, np.ndarray]:
+        rng = self.rng
+        chosen = self.pairs[rng.integers(len(self.pairs), size=b)]
+        flip = rng.random(b) < 0.5  # pairs are unordered
+        anchors = np.where(flip, chosen[:, 1], chosen[:, 0])
+        positives = np.where(flip, chosen[:, 0], chosen[:, 1])
+        extra = self.train[rng.integers(len(self.train), size=b)]
+        anchors_for_swap = extra[self.clicked[extra]][: b // 2]
+        draws = rng.integers(len(self.kinds), size=len(anchors_for_swap))
+        kinds = [self.kinds[int(k)] for k in draws]
+        if kinds and kinds[0] == "any":
+            covers = self.train[rng.integers(len(self.train), size=len(anchors_for_swap))]
+            covers = np.where(
+                self.meta.group[covers] == self.meta.group[anchors_for_swap], -1, covers
+            )
+        else:
+            covers = self.sampler.draw_many(anchors_for_swap, kinds, rng)
+        keep = covers >= 0
+        labelled = (
+            self.no_click[rng.integers(len(self.no_click), size=b // 4)]
+            if len(self.no_click)
+            else np.zeros(0, np.int64)
+        )
+        return {
+            "anchors": anchors,
+            "positives": positives,
+            "extra": extra,
+            "swap_titles": anchors_for_swap[keep],
+            "swap_covers": covers[keep],
+            "labelled": labelled,
+        }
+
+
 def train(
-    data_dir: Path, out_dir: Path, config: TrainConfig, progress: bool = True
+    data_dir: Path,
+    out_dir: Path,
+    config: TrainConfig,
+    progress: bool = True,
+    cache_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Train, checkpoint each epoch, evaluate on the held-out split; returns the report."""
     started = time.monotonic()
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     profile = get_profile(config.profile)
-    spec = ImageSpec(profile.image_size, profile.resize)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = load_data(data_dir)
-    pixels = load_images(data, spec, progress=progress)
     towers = build_towers(profile, config.text_model, config.image_weights)
-    text = text_features(towers, [x.title for x in data.listings], progress)
-    clicked = torch.tensor([x.clicked for x in data.listings])
-    train_idx, train_pairs = data.indices("train"), data.pairs_in("train")
-    if len(train_pairs) == 0:
-        from encoders.errors import DataError
-
-        raise DataError("no co-click pairs in the train split")
-    known = _coclick_set(train_pairs)
-    no_click_idx = train_idx[~clicked.numpy()[train_idx]]
-    click_idx = train_idx[clicked.numpy()[train_idx]]
-    base_rate = len(no_click_idx) / max(1, len(train_idx))
-    weights = torch.where(clicked, 2 * (1 - base_rate), 2 * base_rate).float()
-    params = list(towers.fusion.parameters())
-    if not config.freeze_image:
-        params += list(towers.trunk.parameters())
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = max(1, len(train_idx) // config.batch_size)
+    text_np = text_features(
+        towers, [x.title for x in data.listings], cache_dir=cache_dir, progress=progress
+    )
+    image_np = image_features(
+        towers, data, body_only=config.finetune_last_stage, cache_dir=cache_dir, progress=progress
+    )
+    features_seconds = time.monotonic() - started
+    text = torch.from_numpy(text_np)
+    image = torch.from_numpy(image_np)
+    meta = data.meta()
+    batches = _Batches(data, meta, rng)
+    clicked = torch.from_numpy(batches.clicked)
+    groups = [{"params": list(towers.fusion.parameters()), "lr": config.lr}]
+    tail_params: list[torch.nn.Parameter] = []
+    if config.finetune_last_stage:
+        tail_params = [p for m in towers.trunk.tail_modules() for p in m.parameters()]
+        groups.append({"params": tail_params, "lr": config.lr * config.tail_lr_scale})
+    for p in towers.trunk.parameters():
+        p.requires_grad_(False)
+    for p in tail_params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    b = config.batch_size
+    steps_per_epoch = max(1, len(batches.train) // b)
     total = steps_per_epoch * config.epochs
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * s / total))
     )
-    b = config.batch_size
+
+    def pooled(idx: np.ndarray) -> torch.Tensor:
+        rows = image[torch.from_numpy(idx)]
+        if not config.finetune_last_stage:
+            return rows
+        # BatchNorm statistics stay those of ImageNet: batches of 200 would only add noise.
+        towers.trunk.eval()
+        return towers.trunk.tail(rows.float())
+
     history = []
+    names = ("loss", "triplet", "align", "contrastive", "mismatch")
     for epoch in range(config.epochs):
-        towers.trunk.train(not config.freeze_image)
         towers.fusion.train()
-        sums = np.zeros(4)
+        sums = np.zeros(len(names))
         bar = tqdm(
             range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress
         )
         for _ in bar:
-            chosen = train_pairs[rng.integers(len(train_pairs), size=b)]
-            anchors, positives = chosen[:, 0], chosen[:, 1]
-            flip = rng.random(b) < 0.5  # pairs are unordered
-            anchors, positives = (
-                np.where(flip, positives, anchors),
-                np.where(flip, anchors, positives),
-            )
-            # Mismatch rows: half no-click, half clicked, re-weighted to the true base rate so
-            # the head stays calibrated while seeing many more of the rare positives.
-            extra = (
-                np.concatenate(
-                    [
-                        no_click_idx[rng.integers(len(no_click_idx), size=b // 2)],
-                        click_idx[rng.integers(len(click_idx), size=b - b // 2)],
-                    ]
-                )
-                if len(no_click_idx) and len(click_idx)
-                else train_idx[rng.integers(len(train_idx), size=b)]
-            )
-            idx = np.concatenate([anchors, positives, extra])
-            batch = normalise(pixels[idx], spec)
-            if config.flip:
-                flipped = torch.from_numpy(rng.random(len(idx)) < 0.5)
-                batch = torch.where(flipped[:, None, None, None], batch.flip(-1), batch)
-            feats = towers.trunk(batch)
-            emb, logit, a_img, a_txt = towers.fusion(feats, text[idx])
+            s = batches.draw(b)
+            anchors, positives, extra = s["anchors"], s["positives"], s["extra"]
+            swap_t, swap_c, labelled = s["swap_titles"], s["swap_covers"], s["labelled"]
+            idx = np.concatenate([anchors, positives, extra, labelled])
+            emb, logit, a_img, a_txt = towers.fusion(pooled(idx), text[torch.from_numpy(idx)])
             same = torch.tensor(
                 [
                     [
                         positives[j] == positives[i]
                         or anchors[i] == positives[j]
-                        or (int(anchors[i]), int(positives[j])) in known
+                        or (int(anchors[i]), int(positives[j])) in batches.known
                         for j in range(b)
                     ]
                     for i in range(b)
                 ]
             )
             l_triplet = losses.triplet_loss(emb[:b], emb[b : 2 * b], same, config.triplet_margin)
-            matched = clicked[idx]
+            matched = clicked[torch.from_numpy(idx)]
             l_align = losses.transh_alignment_loss(
                 towers.fusion, a_img[matched], a_txt[matched], config.align_margin
             )
-            l_mismatch = losses.mismatch_loss(logit[2 * b :], ~clicked[extra], weights[extra])
-            loss = l_triplet + config.align_weight * l_align + config.mismatch_weight * l_mismatch
+            # Contrastive rows: each clicked listing once.
+            rows, first = np.unique(idx[: 3 * b], return_index=True)
+            first = first[batches.clicked[rows]]
+            l_contrastive = losses.contrastive_loss(
+                a_img[first],
+                a_txt[first],
+                towers.fusion.logit_scale,
+                torch.from_numpy(batches.same_mask(idx[first])),
+            )
+            swap_img, swap_txt = towers.fusion.adapt(pooled(swap_c), text[torch.from_numpy(swap_t)])
+            own = slice(2 * b, len(idx))  # extra listings (own cover) and labelled no-clicks
+            mismatch_logits = torch.cat(
+                [logit[own], towers.fusion.mismatch_logit(swap_img, swap_txt)]
+            )
+            mismatch_labels = torch.cat(
+                [~clicked[torch.from_numpy(idx[own])], torch.ones(len(swap_t), dtype=torch.bool)]
+            )
+            l_mismatch = losses.mismatch_loss(mismatch_logits, mismatch_labels)
+            loss = (
+                l_triplet
+                + config.align_weight * l_align
+                + config.contrastive_weight * l_contrastive
+                + config.mismatch_weight * l_mismatch
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
-            sums += [loss.item(), l_triplet.item(), l_align.item(), l_mismatch.item()]
+            parts = (loss, l_triplet, l_align, l_contrastive, l_mismatch)
+            sums += [p.item() for p in parts]
             bar.set_postfix(loss=f"{loss.item():.3f}", mismatch=f"{l_mismatch.item():.3f}")
-        means = dict(
-            zip(
-                ("loss", "triplet", "align", "mismatch"),
-                (sums / steps_per_epoch).round(4).tolist(),
-                strict=True,
-            )
-        )
+        means = dict(zip(names, (sums / steps_per_epoch).round(4).tolist(), strict=True))
         history.append({"epoch": epoch + 1, **means})
         log.info("epoch %d: %s", epoch + 1, means)
         save_checkpoint(out_dir / CHECKPOINT_NAME, towers, config, {"epoch": epoch + 1})
-    evaluation = evaluate(towers, data, pixels, text)
+    test = data.indices("test")
+    with torch.no_grad():
+        test_image = (
+            np.concatenate([pooled(test[s : s + 256]).numpy() for s in range(0, len(test), 256)])
+            if len(test)
+            else np.zeros((0, profile.image_feature_dim), np.float32)
+        )
+    full_image = np.zeros((len(data.listings), test_image.shape[1]), np.float32)
+    full_image[test] = test_image
+    fuse, project = torch_scorers(towers)
+    held = heldout(data, full_image, text_np, test)
+    evaluation = evaluate_heldout(held, fuse, project, seed=config.seed)
     report = {
         "config": asdict(config),
         "profile": profile.to_dict(),
+        "image_weights": towers.image_weights,
         "data": {
+            "directory": str(data_dir),
             "listings": len(data.listings),
-            "train_listings": len(train_idx),
-            "train_coclick_pairs": len(train_pairs),
+            "train_listings": len(batches.train),
+            "train_coclick_pairs": len(batches.pairs),
+            "negative_kinds": list(meta.available_kinds()),
         },
         "history": history,
         "evaluation": evaluation,
+        "features_seconds": round(features_seconds, 1),
         "train_seconds": round(time.monotonic() - started, 1),
     }
     save_checkpoint(

@@ -44,8 +44,12 @@ def test_synth_train_build_serve(tmp_path: Path, tiny_bert_dir: Path, capsys) ->
               "--text-model", str(tiny_bert_dir)]  # fmt: skip
     assert _run("train", "--data", str(data), "--out", str(run), *common) == 0
     report = json.loads((run / "report.json").read_text())
-    assert set(report["evaluation"]["recall_at_10"]) == {"multimodal", "text_only", "image_only"}
-    assert 0.0 <= report["evaluation"]["mismatch_roc_auc"] <= 1.0
+    assert set(report["evaluation"]["recall_at_10"]) == {
+        "multimodal", "text_only", "image_only", "text_shared", "image_shared"
+    }  # fmt: skip
+    auc = report["evaluation"]["mismatch_roc_auc"]
+    assert set(auc) == {"other_category", "same_category", "labelled"}
+    assert all(0.0 <= v <= 1.0 for v in auc.values())
     assert "mismatch ROC-AUC" in (run / "report.txt").read_text()
     assert (
         _run("model", "build", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(model)) == 0
