@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 from confluent_kafka import Consumer, Producer
 
+from app.demo.marketplace import LoopbackImageServer, marketplace_events, pace
 from encoders.preprocess import preprocess_image
 from encoders.runtime import Encoder
-from app.demo.marketplace import LoopbackImageServer, marketplace_events, pace
 from vitrine.kafka_config import producer_config
 from vitrine.settings import VitrineSettings, load
 from vitrine.topics import ensure_topics

@@ -38,7 +38,8 @@ def item_from_hit(hit: Hit) -> RecallItem | None:
     else:
         mismatch = None
     category = hit.category
-    if not (category and len(category) <= limits.MAX_CATEGORY_CHARS and _CATEGORY.fullmatch(category)):
+    fits = category and len(category) <= limits.MAX_CATEGORY_CHARS
+    if not (fits and _CATEGORY.fullmatch(category or "")):
         category = None
     price = None
     if (

@@ -19,7 +19,8 @@ MAX_LISTING_ID_CHARS = 64
 #: characters (C0, DEL, C1). It is only ever written into a filter as an escaped literal
 #: (``recall.filters.quote``). Milvus counts VARCHAR length in bytes, so the column allows
 #: 4 bytes per character.
-CATEGORY_PATTERN = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+_PRINTABLE = r"[^\u0000-\u001f\u007f-\u009f]"
+CATEGORY_PATTERN = rf"^{_PRINTABLE}*[^\s\u0000-\u001f\u007f-\u009f]{_PRINTABLE}*$"
 MAX_CATEGORY_CHARS = 128
 MAX_CATEGORY_BYTES = 4 * MAX_CATEGORY_CHARS
 EVENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"

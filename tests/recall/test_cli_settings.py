@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from app.cli import build_parser
 from recall.settings import RecallSettings
 from recall.worker import worker_consumer_config, worker_producer_config
-from app.cli import build_parser
 from vitrine.errors import ConfigError
 from vitrine.settings import load
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from streams.settings import EmbedderSettings
-from tests.stub_model import build_stub_model
 from tests.streams.harness import ImageServer
+from tests.stub_model import build_stub_model
 from vitrine.settings import InfraSettings, load
 from vitrine.topics import ensure_topics
 
