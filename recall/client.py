@@ -15,6 +15,7 @@ fails at once with :class:`RecallBackpressure`.
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import logging
 import uuid
@@ -24,7 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from schemas import RecallFilters, RecallQuery, RecallReply, RecallRequest
+from schemas import RecallFilters, RecallQuery, RecallReply, RecallRequest, limits
 
 from .errors import InvalidQuery
 from .router import ClientStats, ReplyRouter
@@ -45,15 +46,29 @@ def build_request(
     *,
     listing_id: str | None = None,
     vector: Sequence[float] | None = None,
+    text: str | None = None,
+    image: bytes | None = None,
     k: int,
     filters: FiltersArg,
     timeout_s: float,
     write_token: int | None = None,
 ) -> RecallRequest:
-    """A validated request with a fresh request_id and a deadline ``timeout_s`` from now."""
+    """A validated request with a fresh request_id and a deadline ``timeout_s`` from now.
+
+    ``image`` is the photo's file bytes; over :data:`schemas.limits.MAX_QUERY_IMAGE_BYTES` it is
+    refused here (reason ``too_large``) rather than sent.
+    """
+    if image is not None and len(image) > limits.MAX_QUERY_IMAGE_BYTES:
+        raise InvalidQuery(
+            f"photo is {len(image)} bytes; at most {limits.MAX_QUERY_IMAGE_BYTES} are accepted",
+            reason="too_large",
+        )
     try:
         query = RecallQuery(
-            listing_id=listing_id, vector=tuple(vector) if vector is not None else None
+            listing_id=listing_id,
+            vector=tuple(vector) if vector is not None else None,
+            text=text,
+            image=base64.b64encode(image).decode("ascii") if image is not None else None,
         )
         if filters is not None and not isinstance(filters, RecallFilters):
             filters = RecallFilters.model_validate(dict(filters))
@@ -152,6 +167,24 @@ class RecallClient(_ClientBase):
         )
         return self.send(request, timeout_s)
 
+    def search_text(
+        self, text: str, k: int = 10, filters: FiltersArg = None, timeout: float | None = None
+    ) -> RecallReply:
+        """Listings whose cover photos match the phrase ``text`` (the model's shared
+        image-title space); blank text is answered ``invalid`` / ``empty_text``."""
+        timeout_s = self._timeout(timeout)
+        request = build_request(text=text, k=k, filters=filters, timeout_s=timeout_s)
+        return self.send(request, timeout_s)
+
+    def similar_to_image(
+        self, image: bytes, k: int = 10, filters: FiltersArg = None, timeout: float | None = None
+    ) -> RecallReply:
+        """Listings whose cover photos look like ``image`` (JPEG, PNG, WebP or GIF bytes);
+        bytes that are no image are answered ``invalid`` / ``not_an_image``."""
+        timeout_s = self._timeout(timeout)
+        request = build_request(image=image, k=k, filters=filters, timeout_s=timeout_s)
+        return self.send(request, timeout_s)
+
     def send(
         self, request: RecallRequest, timeout_s: float, key: bytes | None = None
     ) -> RecallReply:
@@ -214,6 +247,22 @@ class AsyncRecallClient(_ClientBase):
         request = build_request(
             vector=vector, k=k, filters=filters, timeout_s=timeout_s, write_token=write_token
         )
+        return await self.send(request, timeout_s)
+
+    async def search_text(
+        self, text: str, k: int = 10, filters: FiltersArg = None, timeout: float | None = None
+    ) -> RecallReply:
+        """Listings whose cover photos match ``text`` (see :meth:`RecallClient.search_text`)."""
+        timeout_s = self._timeout(timeout)
+        request = build_request(text=text, k=k, filters=filters, timeout_s=timeout_s)
+        return await self.send(request, timeout_s)
+
+    async def similar_to_image(
+        self, image: bytes, k: int = 10, filters: FiltersArg = None, timeout: float | None = None
+    ) -> RecallReply:
+        """Listings whose covers look like ``image`` (see :meth:`RecallClient.similar_to_image`)."""
+        timeout_s = self._timeout(timeout)
+        request = build_request(image=image, k=k, filters=filters, timeout_s=timeout_s)
         return await self.send(request, timeout_s)
 
     async def send(

@@ -23,6 +23,12 @@ class SearchFailed(RecallError):
     reason = "search_failed"
 
 
+class EmbeddingFailed(RecallError):
+    """A text or photo query could not be embedded by the model (answered ``error``)."""
+
+    reason = "embedding_failed"
+
+
 class RecallTimeout(RecallError):
     """No reply arrived before the request's deadline."""
 

@@ -45,6 +45,12 @@ MAX_PRICE = 1_000_000_000_000
 MAX_FRESHNESS_SECONDS = 365 * 24 * 3600
 
 MAX_K = 200
+#: Query by text: a phrase, like a title.
+MAX_QUERY_TEXT_CHARS = MAX_TITLE_CHARS
+#: Query by photo: decoded bytes (checked by the worker: reason too_large); base64 of this many
+#: bytes stays well under MAX_PAYLOAD_BYTES.
+MAX_QUERY_IMAGE_BYTES = 512 * 1024
+BASE64_PATTERN = r"^[A-Za-z0-9+/]*={0,2}$"
 MAX_VECTOR_DIM = 4096
 MAX_FILTER_CATEGORIES = 100
 MAX_EXCLUDE_SELLERS = 1000

@@ -33,19 +33,33 @@ MAX_WRITE_TOKEN = 2**63 - 1
 
 
 class RecallQuery(StrictPart):
-    """Exactly one of: a listing already in the index, or a raw embedding vector."""
+    """Exactly one of: a listing already in the index, a raw embedding vector, a phrase, or a
+    photo (base64). Phrases and photos are embedded by the worker into the model's shared
+    image-title space; whether they are blank or an image is the worker's call, so that it can
+    answer with a precise reason (``empty_text``, ``not_an_image``, ``too_large``)."""
 
     listing_id: ListingId | None = None
     vector: (
         Annotated[tuple[FiniteFloat, ...], Field(min_length=1, max_length=limits.MAX_VECTOR_DIM)]
         | None
     ) = None
+    text: Annotated[str, Field(max_length=limits.MAX_QUERY_TEXT_CHARS)] | None = None
+    image: Annotated[str, Field(pattern=limits.BASE64_PATTERN)] | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:
-        if (self.listing_id is None) == (self.vector is None):
-            raise ValueError("query needs exactly one of listing_id or vector")
+        given = [self.listing_id, self.vector, self.text, self.image]
+        if sum(value is not None for value in given) != 1:
+            raise ValueError("query needs exactly one of listing_id, vector, text or image")
         return self
+
+    @property
+    def kind(self) -> str:
+        """``listing_id``, ``vector``, ``text`` or ``image``: which one this query is."""
+        for name in ("listing_id", "vector", "text", "image"):
+            if getattr(self, name) is not None:
+                return name
+        raise AssertionError("validated queries have exactly one kind")
 
 
 class PriceRange(StrictPart):

@@ -98,8 +98,10 @@ def _describe(error: SchemaError) -> tuple[Reason, list[str | int], str]:
     if keyword in ("minProperties", "maxProperties") and set(schema.get("properties", {})) == {
         "listing_id",
         "vector",
+        "text",
+        "image",
     }:
-        return reason, path, "needs exactly one of listing_id or vector"
+        return reason, path, "needs exactly one of listing_id, vector, text or image"
     if keyword == "type":
         return reason, path, f"must be of type {expected}, got {_json_type(instance)}"
     if keyword == "maxLength":

@@ -77,9 +77,13 @@ def build_stub_model(
     image_size: int = 32,
     feature_dim: int = 16,
     embedding_dim: int = 32,
+    shared_dim: int | None = 8,
     seed: int = 0,
 ) -> Path:
-    """Write a stub model directory at ``directory`` and return it."""
+    """Write a stub model directory at ``directory`` and return it.
+
+    ``shared_dim``: the image and text heads into a shared space (None: a model without them).
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -176,15 +180,31 @@ def build_stub_model(
         ),
         "fusion.onnx",
     )
-    files = {
-        role: describe_file(directory, name)
-        for role, name in (
-            ("image", "image.onnx"),
-            ("text", "text.onnx"),
-            ("fusion", "fusion.onnx"),
-            ("tokenizer", "tokenizer.json"),
-        )
-    }
+    graphs = [
+        ("image", "image.onnx"),
+        ("text", "text.onnx"),
+        ("fusion", "fusion.onnx"),
+        ("tokenizer", "tokenizer.json"),
+    ]
+    shared_space: dict[str, object] = {}
+    if shared_dim is not None:
+        for side in ("image", "text"):
+            save(
+                helper.make_graph(
+                    [
+                        helper.make_node("MatMul", [f"{side}_features", "w"], ["y"]),
+                        helper.make_node("LpNormalization", ["y"], ["shared"], axis=1, p=2),
+                    ],
+                    f"{side}_projection",
+                    [helper.make_tensor_value_info(f"{side}_features", f32, ["n", feature_dim])],
+                    [helper.make_tensor_value_info("shared", f32, ["n", shared_dim])],
+                    [weight("w", feature_dim, shared_dim)],
+                ),
+                f"{side}_projection.onnx",
+            )
+            graphs.append((f"{side}_projection", f"{side}_projection.onnx"))
+        shared_space = {"dim": shared_dim, "image": "image_projection", "text": "text_projection"}
+    files = {role: describe_file(directory, name) for role, name in graphs}
     Manifest(
         model_version=version_from_files("stub", files),
         profile="stub",
@@ -197,5 +217,6 @@ def build_stub_model(
         files=files,
         created_at=datetime.now(UTC).isoformat(),
         architecture={"stub": json.dumps({"feature_dim": feature_dim})},
+        shared_space=shared_space,
     ).write(directory)
     return directory

@@ -102,6 +102,8 @@ LE, EE, RQ, RP, DL = (
         (limits.REQUEST_ID_PATTERN, RQ, "properties/request_id/pattern"),
         (limits.MAX_K, RQ, "properties/k/maximum"),
         (limits.MAX_VECTOR_DIM, RQ, "properties/query/properties/vector/maxItems"),
+        (limits.MAX_QUERY_TEXT_CHARS, RQ, "properties/query/properties/text/maxLength"),
+        (limits.BASE64_PATTERN, RQ, "properties/query/properties/image/pattern"),
         (limits.MAX_FILTER_CATEGORIES, RQ, "properties/filters/properties/categories/maxItems"),
         (limits.MAX_EXCLUDE_SELLERS, RQ, "properties/filters/properties/exclude_sellers/maxItems"),
         (
