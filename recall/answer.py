@@ -16,14 +16,17 @@ from datetime import UTC, datetime
 
 from schemas import ContractError, RecallReply, RecallRequest, RecallStatus, parse_json
 from schemas.codec import from_payload
+from vitrine.vectorstore import IMAGE_VECTOR_FIELD
 
 from . import metrics, replies
 from .batching import SearchQuery, plan_searches
-from .errors import InvalidQuery, SearchFailed
-from .filters import filter_expression
+from .errors import EmbeddingFailed, InvalidQuery, SearchFailed
+from .filters import filter_expression, quote
 from .index import VectorIndex
+from .query_embedding import QueryEmbedder
 
 log = logging.getLogger(__name__)
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +59,12 @@ class RecallAnswerer:
         *,
         max_search_vectors: int = 128,
         default_model_version: str = "unknown",
+        embedder: QueryEmbedder | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._index = index
+        self._embedder = embedder
         self._max_vectors = max_search_vectors
         self._default_model = default_model_version
         self._clock = clock
@@ -138,11 +143,26 @@ class RecallAnswerer:
                         )
                         continue
                     vector, limit = seed.vector, request.k + 1
+                elif request.query.vector is not None:
+                    vector, limit = self._checked_vector(request.query.vector), request.k
                 else:
-                    vector, limit = self._checked_vector(request.query.vector or ()), request.k
+                    vector, model = self._embedded(request)
+                    # Only rows written by the same model share the query's space.
+                    same_model = f"(model_version == {quote(model)})"
+                    expression = f"{expression} and {same_model}" if expression else same_model
+                    token = request.write_token
+                    queries.append(
+                        SearchQuery(i, vector, expression, request.k, token, IMAGE_VECTOR_FIELD)
+                    )
+                    continue
             except InvalidQuery as exc:
                 out[i] = self._fail(
                     batch[i], RecallStatus.INVALID, exc.reason, exc.message, request.request_id
+                )
+                continue
+            except EmbeddingFailed as exc:
+                out[i] = self._fail(
+                    batch[i], RecallStatus.ERROR, exc.reason, exc.message, request.request_id
                 )
                 continue
             queries.append(SearchQuery(i, vector, expression, limit, request.write_token))
@@ -150,7 +170,11 @@ class RecallAnswerer:
             started = self._monotonic()
             try:
                 results = self._index.search(
-                    job.vectors, job.expression, job.limit, write_token=job.write_token
+                    job.vectors,
+                    job.expression,
+                    job.limit,
+                    write_token=job.write_token,
+                    field=job.field,
                 )
                 if len(results) != len(job.queries):
                     raise SearchFailed(
@@ -178,6 +202,8 @@ class RecallAnswerer:
                 seed_id = request.query.listing_id
                 items = replies.select_items(hits, request.k, exclude=seed_id)
                 seed_model = stored[seed_id].model_version if seed_id in stored else None
+                if query.field == IMAGE_VECTOR_FIELD and self._embedder is not None:
+                    seed_model = self._embedder.model_version
                 first_hit_model = hits[0].model_version if hits else None
                 model = replies.safe_model_version(
                     seed_model, first_hit_model, default=self._default_model
@@ -188,6 +214,28 @@ class RecallAnswerer:
                     model,
                     self._monotonic() - batch[query.key].received_at,
                 )
+
+    def _embedded(self, request: RecallRequest) -> tuple[tuple[float, ...], str]:
+        """A text or photo query's vector in the shared space and the model that made it."""
+        if self._embedder is None:
+            raise EmbeddingFailed(
+                "this worker has no model for text and photo queries (VITRINE_MODEL_DIR)",
+                reason="model_unavailable",
+            )
+        if self._index.shared_dim is None:
+            raise EmbeddingFailed(
+                "the collection holds no cover vectors in a shared image-title space; it was "
+                "written by a model without one",
+                reason="no_shared_space",
+            )
+        vector = self._embedder.embed(request.query)
+        if len(vector) != self._index.shared_dim:
+            raise EmbeddingFailed(
+                f"the model embeds queries in {len(vector)} dimensions, the collection's cover "
+                f"vectors have {self._index.shared_dim}",
+                reason="dimension_mismatch",
+            )
+        return vector, self._embedder.model_version
 
     def _checked_vector(self, vector: Sequence[float]) -> tuple[float, ...]:
         if len(vector) != self._index.dim:

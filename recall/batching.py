@@ -24,6 +24,7 @@ class SearchQuery(Generic[K]):
     expression: str
     limit: int  # hits this request needs from the search
     write_token: int | None = None  # read-your-writes: the search must see this write
+    field: str = "embedding"  # the rows' vector field compared with ``vector``
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,7 @@ class SearchJob(Generic[K]):
     limit: int
     queries: tuple[SearchQuery[K], ...]
     write_token: int | None = None  # the largest token of its queries: sees all their writes
+    field: str = "embedding"
 
     @property
     def vectors(self) -> list[tuple[float, ...]]:
@@ -42,8 +44,8 @@ class SearchJob(Generic[K]):
 
 
 def plan_searches(queries: Sequence[SearchQuery[K]], max_vectors: int) -> list[SearchJob[K]]:
-    """Group ``queries`` by expression, in order of first appearance, at most ``max_vectors``
-    per job; each job's limit is the largest limit among its queries.
+    """Group ``queries`` by vector field and expression, in order of first appearance, at most
+    ``max_vectors`` per job; each job's limit is the largest limit among its queries.
 
     Queries with a write token are searched apart from those without: waiting for a write
     costs up to a Milvus time tick, which requests that did not ask for it must not pay. The
@@ -51,13 +53,14 @@ def plan_searches(queries: Sequence[SearchQuery[K]], max_vectors: int) -> list[S
     """
     if max_vectors < 1:
         raise ValueError("max_vectors must be at least 1")
-    groups: dict[tuple[str, bool], list[SearchQuery[K]]] = {}
+    groups: dict[tuple[str, str, bool], list[SearchQuery[K]]] = {}
     for query in queries:
-        groups.setdefault((query.expression, query.write_token is not None), []).append(query)
+        key = (query.field, query.expression, query.write_token is not None)
+        groups.setdefault(key, []).append(query)
     jobs: list[SearchJob[K]] = []
-    for (expression, tokened), members in groups.items():
+    for (field, expression, tokened), members in groups.items():
         for start in range(0, len(members), max_vectors):
             chunk = tuple(members[start : start + max_vectors])
             token = max(q.write_token or 0 for q in chunk) if tokened else None
-            jobs.append(SearchJob(expression, max(q.limit for q in chunk), chunk, token))
+            jobs.append(SearchJob(expression, max(q.limit for q in chunk), chunk, token, field))
     return jobs

@@ -12,7 +12,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from vitrine.vectorstore import CollectionLayout, consistency, index_type_of, search_params
+from vitrine.vectorstore import (
+    EMBEDDING_FIELD,
+    IMAGE_VECTOR_FIELD,
+    CollectionLayout,
+    consistency,
+    index_type_of,
+    search_params,
+    vector_dims,
+)
 
 from .errors import SearchFailed
 
@@ -51,6 +59,11 @@ class VectorIndex(Protocol):
         """Dimension of the stored embeddings."""
         ...
 
+    @property
+    def shared_dim(self) -> int | None:
+        """Dimension of the stored cover vectors in the shared image-title space, if any."""
+        ...
+
     def lookup(
         self, listing_ids: Sequence[str], *, write_token: int | None = None
     ) -> dict[str, StoredVector]:
@@ -65,9 +78,11 @@ class VectorIndex(Protocol):
         limit: int,
         *,
         write_token: int | None = None,
+        field: str = EMBEDDING_FIELD,
     ) -> list[list[Hit]]:
-        """For each vector, up to ``limit`` hits passing ``expression``, best first. With a
-        ``write_token`` the search sees that write."""
+        """For each vector, up to ``limit`` hits passing ``expression``, best first, compared
+        with the vector ``field`` of the rows. With a ``write_token`` the search sees that
+        write."""
         ...
 
 
@@ -106,22 +121,25 @@ class MilvusIndex:
                 f"collection {collection!r} is not readable ({exc})",
                 reason="collection_unavailable",
             ) from exc
-        dims = [
-            int(f.get("params", {}).get("dim", 0))
-            for f in described.get("fields", [])
-            if f.get("name") == "embedding"
-        ]
-        if not dims or dims[0] <= 0:
+        dims = vector_dims(described)
+        if dims.get(EMBEDDING_FIELD, 0) <= 0:
             raise SearchFailed(
                 f"collection {collection!r} has no embedding field", reason="collection_unavailable"
             )
-        layout = CollectionLayout(collection, dims[0], index_type)
+        layout = CollectionLayout(
+            collection, dims[EMBEDDING_FIELD], index_type, dims.get(IMAGE_VECTOR_FIELD)
+        )
         return cls(client, layout, consistency_level=consistency_level, timeout_s=timeout_s)
 
     @property
     def dim(self) -> int:
         """Dimension of the stored embeddings."""
         return self._layout.dim
+
+    @property
+    def shared_dim(self) -> int | None:
+        """Dimension of the stored cover vectors in the shared space (None: not stored)."""
+        return self._layout.shared_dim
 
     @property
     def layout(self) -> CollectionLayout:
@@ -158,15 +176,16 @@ class MilvusIndex:
         limit: int,
         *,
         write_token: int | None = None,
+        field: str = EMBEDDING_FIELD,
     ) -> list[list[Hit]]:
-        """One Milvus search call for all ``vectors``."""
+        """One Milvus search call for all ``vectors``, against the rows' ``field``."""
         if not vectors:
             return []
         try:
             results = self._client.search(
                 self._layout.name,
                 data=[list(v) for v in vectors],
-                anns_field="embedding",
+                anns_field=field,
                 filter=expression,
                 limit=limit,
                 output_fields=list(HIT_FIELDS),

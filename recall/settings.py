@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -58,6 +59,11 @@ class RecallSettings(VitrineSettings):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$",
         description="model_version of ok replies whose rows carry none (no hits, no seed).",
     )
+    model_dir: Path | None = Field(
+        default=None,
+        description="Serving model directory (the embedder's): text and photo queries are "
+        "embedded with its towers. Default: $VITRINE_HOME/models/cpu.",
+    )
     recall_client_timeout_s: float = Field(
         default=5.0, gt=0, le=600, description="Client: default deadline of one request."
     )
@@ -69,3 +75,8 @@ class RecallSettings(VitrineSettings):
         ge=60_000,
         description="Client: retention of the reply topic a client creates for itself.",
     )
+
+    @property
+    def resolved_model_dir(self) -> Path:
+        """The model directory text and photo queries are embedded with."""
+        return self.model_dir or self.home / "models" / "cpu"

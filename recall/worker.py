@@ -20,6 +20,7 @@ from schemas import RecallReply, RecallStatus, encode
 from . import metrics, replies
 from .answer import Inbound, RecallAnswerer, decode
 from .index import VectorIndex
+from .query_embedding import QueryEmbedder
 from .routing import ReplyTarget, reply_target
 from .settings import RecallSettings
 
@@ -93,6 +94,7 @@ class RecallWorker:
             index,
             max_search_vectors=settings.recall_max_search_vectors,
             default_model_version=settings.recall_default_model_version,
+            embedder=QueryEmbedder(settings.resolved_model_dir),
         )
         self._consumer = consumer or Consumer(worker_consumer_config(settings))
         self._producer = producer or Producer(worker_producer_config(settings))

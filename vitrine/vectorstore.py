@@ -65,18 +65,43 @@ class CollectionMismatch(VectorStoreError):
     reason = "collection_dimension_mismatch"
 
 
+#: The item embedding (fusion output): "items like this listing".
+EMBEDDING_FIELD = "embedding"
+#: The cover photo in the model's shared image-title space: queries by photo and by text.
+IMAGE_VECTOR_FIELD = "image_vector"
+
+
 @dataclass(frozen=True)
 class CollectionLayout:
-    """Name, dimension and index of the listings collection."""
+    """Name, dimensions and index of the listings collection.
+
+    ``shared_dim``: dimension of the cover vectors in the model's shared image-title space, or
+    None for a collection without them (a model without that space, or a collection created
+    before it existed).
+    """
 
     name: str
     dim: int
     index_type: str  # "FLAT" on milvus-lite, "HNSW" on Milvus server
+    shared_dim: int | None = None
 
     @classmethod
-    def for_settings(cls, settings: VitrineSettings, dim: int) -> CollectionLayout:
+    def for_settings(
+        cls, settings: VitrineSettings, dim: int, shared_dim: int | None = None
+    ) -> CollectionLayout:
         """The layout for ``settings``: FLAT on the local milvus-lite server, HNSW otherwise."""
-        return cls(settings.milvus_collection, dim, "FLAT" if settings.milvus_is_lite else "HNSW")
+        index_type = "FLAT" if settings.milvus_is_lite else "HNSW"
+        return cls(settings.milvus_collection, dim, index_type, shared_dim)
+
+
+def vector_dims(described: dict[str, Any]) -> dict[str, int]:
+    """``{field name: dimension}`` of the vector fields of a ``describe_collection`` answer."""
+    dims: dict[str, int] = {}
+    for field in described.get("fields", []):
+        dim = field.get("params", {}).get("dim")
+        if dim is not None:
+            dims[str(field.get("name"))] = int(dim)
+    return dims
 
 
 def open_client(uri: str, token: str = "", timeout_s: float = 10.0) -> Any:
@@ -111,22 +136,23 @@ def ensure_collection(client: Any, layout: CollectionLayout) -> bool:
     from pymilvus import DataType
 
     if client.has_collection(layout.name):
-        described = client.describe_collection(layout.name)
-        for field in described.get("fields", []):
-            if field.get("name") == "embedding":
-                dim = int(field.get("params", {}).get("dim", layout.dim))
-                if dim != layout.dim:
-                    raise CollectionMismatch(
-                        f"collection {layout.name!r} holds {dim}-d embeddings but the model "
-                        f"produces {layout.dim}-d; use another VITRINE_MILVUS_COLLECTION"
-                    )
+        dims = vector_dims(client.describe_collection(layout.name))
+        for field, want in ((EMBEDDING_FIELD, layout.dim), (IMAGE_VECTOR_FIELD, layout.shared_dim)):
+            have = dims.get(field)
+            if have is not None and want is not None and have != want:
+                raise CollectionMismatch(
+                    f"collection {layout.name!r} holds {have}-d {field} vectors but the model "
+                    f"produces {want}-d; use another VITRINE_MILVUS_COLLECTION"
+                )
         if not client.list_indexes(layout.name):  # a start that died before the index
             _create_index(client, layout)
         client.load_collection(layout.name)
         return False
     schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field("listing_id", DataType.VARCHAR, is_primary=True, max_length=64)
-    schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=layout.dim)
+    schema.add_field(EMBEDDING_FIELD, DataType.FLOAT_VECTOR, dim=layout.dim)
+    if layout.shared_dim is not None:
+        schema.add_field(IMAGE_VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=layout.shared_dim)
     schema.add_field("mismatch_score", DataType.FLOAT)
     # Milvus counts VARCHAR length in bytes: 128 characters of UTF-8 (schemas.limits).
     schema.add_field("category", DataType.VARCHAR, max_length=CATEGORY_BYTES)
@@ -145,16 +171,19 @@ def ensure_collection(client: Any, layout: CollectionLayout) -> bool:
 
 
 def _create_index(client: Any, layout: CollectionLayout) -> str:
-    """Index the embedding field; returns the index type used.
+    """Index the vector fields (one call: a collection loads only with all indexed); returns
+    the index type used.
 
     HNSW falls back to FLAT on a milvus-lite server reached through an explicit URI (it
     accepts only FLAT, IVF_FLAT and AUTOINDEX).
     """
     index_type = layout.index_type
+    fields = [EMBEDDING_FIELD] + ([IMAGE_VECTOR_FIELD] if layout.shared_dim is not None else [])
     while True:
         index = client.prepare_index_params()
         params = HNSW_PARAMS if index_type == "HNSW" else {}
-        index.add_index("embedding", index_type=index_type, metric_type="COSINE", params=params)
+        for field in fields:
+            index.add_index(field, index_type=index_type, metric_type="COSINE", params=params)
         try:
             client.create_index(layout.name, index)
             return index_type

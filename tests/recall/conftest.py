@@ -119,6 +119,9 @@ class CatalogIndex:
         self.fail_expression: str | None = None
         self.fail_lookup = False
         self.tokens: list[tuple[str, int | None]] = []  # (call, write_token) of each call
+        self.fields: list[str] = []
+        #: Cover vectors in the shared space (None: a collection without them).
+        self.image_vectors: np.ndarray | None = None
         # The fake cannot parse expressions; tests register the filters behind each one.
         self._filters_of: dict[str, RecallFilters | None] = {"": None}
 
@@ -143,6 +146,10 @@ class CatalogIndex:
                 )
         return out
 
+    @property
+    def shared_dim(self) -> int | None:
+        return None if self.image_vectors is None else int(self.image_vectors.shape[1])
+
     def search(
         self,
         vectors: Sequence[Sequence[float]],
@@ -150,10 +157,14 @@ class CatalogIndex:
         limit: int,
         *,
         write_token: int | None = None,
+        field: str = "embedding",
     ) -> list[list[Hit]]:
         from recall.errors import SearchFailed
 
         self.searches.append((len(vectors), expression, limit))
+        self.fields.append(field)
+        if field == "image_vector":
+            return self._search_images(vectors, expression, limit)
         self.tokens.append(("search", write_token))
         if self.fail_expression is not None and expression == self.fail_expression:
             raise SearchFailed("search down", reason="milvus_search_failed")
@@ -175,6 +186,42 @@ class CatalogIndex:
                     )
                 )
             out.append(hits)
+        return out
+
+    def _search_images(
+        self, vectors: Sequence[Sequence[float]], expression: str, limit: int
+    ) -> list[list[Hit]]:
+        """Exact cosine over ``image_vectors``; the expression must end with the model clause
+        the answerer adds, and only rows of the model it names match."""
+        import re
+
+        assert self.image_vectors is not None
+        match = re.fullmatch(r'(?:(.*) and )?\(model_version == "([^"]*)"\)', expression)
+        assert match, expression
+        filters = self._filters_of.get(match.group(1) or "")
+        if match.group(2) != self.catalog.model_version:
+            return [[] for _ in vectors]
+        images = self.image_vectors.astype(np.float64)
+        out = []
+        for vector in vectors:
+            q = np.asarray(vector, dtype=np.float64)
+            scores = images @ q / (np.linalg.norm(images, axis=1) * np.linalg.norm(q))
+            keep = [int(i) for i in np.argsort(-scores) if self.catalog.passes(int(i), filters)]
+            c = self.catalog
+            out.append(
+                [
+                    Hit(
+                        c.ids[i],
+                        float(scores[i]),
+                        float(c.mismatch[i]),
+                        c.category[i],
+                        c.price[i],
+                        c.currency[i],
+                        c.model_version,
+                    )
+                    for i in keep[:limit]
+                ]
+            )
         return out
 
     def register(self, filters: RecallFilters | None) -> None:
