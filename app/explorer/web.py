@@ -13,13 +13,13 @@ import io
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
 import aiohttp
 from aiohttp import web
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import ValidationError
 
 from recall.client import AsyncRecallClient
@@ -35,6 +35,9 @@ from .settings import ExplorerSettings
 log = logging.getLogger(__name__)
 
 PAGE = resources.files("app.explorer").joinpath("static/index.html")
+#: Largest upload the page accepts; photos are shrunk to QUERY_PHOTO_PX before they are sent.
+UPLOAD_LIMIT = 20 * 1024 * 1024
+QUERY_PHOTO_PX = 448
 
 
 class BadQuery(ValueError):
@@ -86,6 +89,25 @@ def parse_filters(params: Mapping[str, Sequence[str]]) -> RecallFilters | None:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise BadQuery(f"{where}: {first['msg']}", "invalid_filter") from None
+
+
+def query_photo(data: bytes, size: int = QUERY_PHOTO_PX) -> bytes:
+    """An uploaded photo as a JPEG of at most ``size`` px a side, small enough for a recall
+    request; ``ValueError`` when the bytes are not an image."""
+    if not data:
+        raise ValueError("the upload is empty")
+    try:
+        with Image.open(io.BytesIO(data)) as source:
+            if source.width * source.height > 50_000_000:
+                raise ValueError("the photo has too many pixels")
+            source.draft("RGB", (size, size))
+            image = ImageOps.exif_transpose(source).convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"the upload is not an image ({exc.__class__.__name__})") from exc
+    image.thumbnail((size, size))
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90)
+    return out.getvalue()
 
 
 def card(
@@ -243,6 +265,45 @@ def build_app(
             return _error(503, exc.reason, str(exc))
         return web.json_response(reply_body(reply, catalog, listing_id))
 
+    async def search_text(request: web.Request) -> web.Response:
+        params = {k: request.query.getall(k) for k in request.query}
+        text = request.query.get("text", "")
+        try:
+            filters = parse_filters(params)
+        except BadQuery as exc:
+            return _error(400, exc.reason, str(exc))
+        return await _ask(recall.search_text(text, k=settings.explorer_k, filters=filters))
+
+    async def search_photo(request: web.Request) -> web.Response:
+        params = {k: request.query.getall(k) for k in request.query}
+        try:
+            filters = parse_filters(params)
+        except BadQuery as exc:
+            return _error(400, exc.reason, str(exc))
+        try:
+            form = await request.post()
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, "too_large", f"uploads are limited to {UPLOAD_LIMIT} bytes")
+        upload = form.get("photo")
+        if not isinstance(upload, web.FileField):
+            return _error(400, "missing_field", "send the photo as the form field 'photo'")
+        try:
+            photo = await asyncio.to_thread(query_photo, upload.file.read())
+        except ValueError as exc:
+            return _error(400, "not_an_image", str(exc))
+        return await _ask(recall.similar_to_image(photo, k=settings.explorer_k, filters=filters))
+
+    async def _ask(call: Awaitable[RecallReply]) -> web.Response:
+        try:
+            reply = await call
+        except InvalidQuery as exc:
+            return _error(400, exc.reason, str(exc))
+        except RecallTimeout as exc:
+            return _error(504, exc.reason, str(exc))
+        except RecallError as exc:
+            return _error(503, exc.reason, str(exc))
+        return web.json_response(reply_body(reply, catalog, None))
+
     async def thumb(request: web.Request) -> web.Response:
         entry = catalog.get(request.match_info["listing_id"])
         if entry is None or entry.cover_url is None:
@@ -262,9 +323,11 @@ def build_app(
         body["catalog_listings"] = len(catalog)
         return web.json_response(body)
 
-    app = web.Application(client_max_size=1024 * 1024)
+    app = web.Application(client_max_size=UPLOAD_LIMIT)
     app.router.add_get("/", page)
     app.router.add_get("/api/similar", similar)
+    app.router.add_get("/api/search", search_text)
+    app.router.add_post("/api/photo", search_photo)
     app.router.add_get("/api/live", live_figures)
     app.router.add_get("/thumb/{listing_id}", thumb)
     return app

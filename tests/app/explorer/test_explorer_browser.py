@@ -9,7 +9,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,11 +21,25 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from app.demo.marketplace import LoopbackImageServer, render_jpeg
 from app.explorer.server import serving
 from app.explorer.settings import ExplorerSettings
-from schemas import EventType, ListingEvent, Price, RecallFilters, encode
+from encoders.preprocess import preprocess_image
+from encoders.runtime import Encoder
+from recall.query_embedding import QueryEmbedder
+from recall.settings import RecallSettings
+from schemas import EventType, ListingEvent, Price, RecallFilters, RecallQuery, encode
 from tests.conftest import ensure_debian_package
-from tests.recall.conftest import Catalog, RecallEnv, WorkerThread, create_topics, delete_topics
+from tests.recall.conftest import (
+    DIM,
+    Catalog,
+    WorkerThread,
+    create_topics,
+    delete_topics,
+    drop_collection,
+    make_catalog,
+)
+from tests.stub_model import build_stub_model
 from vitrine.kafka_config import producer_config
 from vitrine.settings import load
+from vitrine.vectorstore import CollectionLayout, ensure_collection, open_client
 
 from .browser import Browser
 
@@ -34,6 +48,7 @@ pytestmark = pytest.mark.integration
 K = 12
 DEAD_COVER = "L00002"
 SHAPES = ("square", "triangle", "star", "hexagon")
+COLOURS = ("red", "blue", "green")
 
 
 @dataclass
@@ -41,6 +56,9 @@ class Shop:
     settings: ExplorerSettings
     catalog: Catalog
     titles: dict[str, str]
+    covers: dict[str, bytes]
+    embedder: QueryEmbedder
+    image_vectors: np.ndarray
 
 
 def _title(catalog: Catalog, i: int) -> str:
@@ -53,21 +71,50 @@ def chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def shop(recall_env: RecallEnv, worker: WorkerThread) -> Iterator[Shop]:
-    """Listing events with titles and covers for every row, images on a loopback server, and
-    a /metrics endpoint shaped like the embedder's."""
-    catalog = recall_env.catalog
-    settings = recall_env.settings
-    events_topic = f"t_{uuid.uuid4().hex[:10]}.events"
-    create_topics(settings.bootstrap_servers, {events_topic: 2})
+def shop(kafka: str, milvus: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    """A collection whose rows carry cover vectors in the model's shared space, a recall worker
+    serving that model, listing events with titles and covers for every row (images on a
+    loopback server), and a /metrics endpoint shaped like the embedder's."""
+    model_dir = build_stub_model(tmp_path_factory.mktemp("model") / "stub")
+    encoder = Encoder.load(model_dir)
+    catalog = replace(make_catalog(), model_version=encoder.manifest.model_version)
     images = LoopbackImageServer()
     rng = np.random.default_rng(3)
-    producer = Producer(producer_config(settings))
+    covers: dict[str, bytes] = {}
+    for i, lid in enumerate(catalog.ids):
+        covers[lid] = render_jpeg(rng, SHAPES[i % 4], COLOURS[i % 3], 160)
+        if lid != DEAD_COVER:
+            images.images[f"/covers/{lid}.jpg"] = covers[lid]
+    pixels = np.stack([preprocess_image(covers[lid], encoder.image_spec) for lid in catalog.ids])
+    image_vectors = encoder.image_embedding(pixels)
+
+    tag = uuid.uuid4().hex[:10]
+    requests, replies, events_topic = f"t_{tag}.requests", f"t_{tag}.replies", f"t_{tag}.events"
+    collection = f"t_{tag}_listings"
+    create_topics(kafka, {requests: 2, replies: 1, events_topic: 2})
+    client = open_client(milvus)
+    ensure_collection(client, CollectionLayout(collection, DIM, "FLAT", shared_dim=8))
+    rows = [
+        {**row, "image_vector": image_vectors[i].tolist()} for i, row in enumerate(catalog.rows())
+    ]
+    client.insert(collection, rows)
+    client.close()
+    recall_settings = load(
+        RecallSettings,
+        kafka_bootstrap=kafka,
+        milvus_collection=collection,
+        topic_recall_requests=requests,
+        topic_recall_replies=replies,
+        recall_group_id=f"t_{tag}.workers",
+        recall_poll_timeout_s=0.1,
+        model_dir=model_dir,
+        metrics_port=0,
+    )
+    worker = WorkerThread(recall_settings).start()
+
+    producer = Producer(producer_config(recall_settings))
     titles = {}
     for i, lid in enumerate(catalog.ids):
-        path = f"/covers/{lid}.jpg"
-        if lid != DEAD_COVER:
-            images.images[path] = render_jpeg(rng, SHAPES[i % 4], "red", 160)
         titles[lid] = _title(catalog, i)
         event = ListingEvent(
             event_id=f"e-{lid}",
@@ -76,7 +123,7 @@ def shop(recall_env: RecallEnv, worker: WorkerThread) -> Iterator[Shop]:
             version=1,
             occurred_at=datetime.now(UTC),
             title=titles[lid],
-            image_urls=(images.url(path),),
+            image_urls=(images.url(f"/covers/{lid}.jpg"),),
             category=catalog.category[i],
             price=Price(amount=catalog.price[i], currency=catalog.currency[i]),
             seller_id=catalog.seller[i],
@@ -101,7 +148,7 @@ def shop(recall_env: RecallEnv, worker: WorkerThread) -> Iterator[Shop]:
     shared += ["topic_recall_requests", "topic_recall_replies"]
     explorer = load(
         ExplorerSettings,
-        **{name: getattr(settings, name) for name in shared},
+        **{name: getattr(recall_settings, name) for name in shared},
         topic_events=events_topic,
         explorer_port=0,
         explorer_k=K,
@@ -110,13 +157,15 @@ def shop(recall_env: RecallEnv, worker: WorkerThread) -> Iterator[Shop]:
     )
     os.environ["VITRINE_ALLOW_LOOPBACK_IMAGES"] = "true"  # the covers are on 127.0.0.1
     try:
-        yield Shop(explorer, catalog, titles)
+        yield Shop(explorer, catalog, titles, covers, QueryEmbedder(model_dir), image_vectors)
     finally:
         os.environ.pop("VITRINE_ALLOW_LOOPBACK_IMAGES", None)
+        worker.stop()
         metrics_server.shutdown()
         metrics_server.server_close()
         images.close()
-        delete_topics(settings.bootstrap_servers, [events_topic])
+        delete_topics(kafka, [requests, replies, events_topic])
+        drop_collection(milvus, collection)
 
 
 DONE = "document.body.dataset.state === 'done'"
@@ -124,6 +173,7 @@ CARD_IDS = "[...document.querySelectorAll('#results .card')].map(c => c.dataset.
 PHOTOS = "[...document.querySelectorAll('#results .card img')]"
 PHOTOS_LOADED = f"{PHOTOS}.length > 0 && {PHOTOS}.every(i => i.complete && i.naturalWidth > 0)"
 STATUS = "document.getElementById('status').textContent"
+RESET = "document.body.dataset.state = ''; document.getElementById('status').textContent = ''"
 
 
 def _expected(shop: Shop, seed: str, filters: RecallFilters | None = None) -> list[str]:
@@ -131,7 +181,14 @@ def _expected(shop: Shop, seed: str, filters: RecallFilters | None = None) -> li
     return [lid for lid, _ in shop.catalog.exact(vector.tolist(), K, filters, exclude=seed)]
 
 
-async def _scenario(shop: Shop, chromium: str) -> None:
+def _expected_shared(shop: Shop, query: RecallQuery) -> list[str]:
+    vector = np.asarray(shop.embedder.embed(query), np.float64)
+    images = shop.image_vectors.astype(np.float64)
+    scores = images @ vector / np.linalg.norm(images, axis=1)
+    return [shop.catalog.ids[i] for i in np.argsort(-scores)[:K]]
+
+
+async def _scenario(shop: Shop, chromium: str, upload_dir: Path) -> None:
     async with serving(shop.settings) as base:
         browser = await Browser(chromium).start()
         try:
@@ -197,6 +254,38 @@ async def _scenario(shop: Shop, chromium: str) -> None:
             await browser.wait_for("document.body.dataset.state === 'error'")
             assert "invalid_filter" in await browser.eval(STATUS)
             assert await browser.eval(CARD_IDS) == []
+
+            # A phrase: the cards of an exact search of its embedding over the cover vectors.
+            await browser.goto(base)
+            await browser.eval(
+                "document.getElementById('text').value = 'blue star';"
+                "document.querySelector('#search button').click()"
+            )
+            await browser.wait_for(f"location.search.includes('text=blue') && {DONE}")
+            want = _expected_shared(shop, RecallQuery(text="blue star"))
+            assert await browser.eval(CARD_IDS) == want
+            await browser.wait_for(PHOTOS_LOADED)
+
+            # A photo from the file picker: a listing's own cover finds that listing.
+            for lid in ("L00007", "L00150"):
+                cover = upload_dir / f"{lid}.jpg"
+                cover.write_bytes(shop.covers[lid])
+                await browser.eval(RESET)
+                await browser.set_files("#photo", [cover])
+                await browser.wait_for(f"{STATUS}.includes('your photo') && {DONE}")
+                assert lid in (await browser.eval(CARD_IDS))[:3]
+                await browser.wait_for(PHOTOS_LOADED)
+
+            # Not a photo, or blank text: the reason is shown, nothing hangs.
+            notes = upload_dir / "notes.txt"
+            notes.write_text("this is not a photo")
+            await browser.eval(RESET)
+            await browser.set_files("#photo", [notes])
+            await browser.wait_for("document.body.dataset.state === 'error'")
+            assert "not_an_image" in await browser.eval(STATUS)
+            await browser.goto(f"{base}?text=%20%20")
+            await browser.wait_for("document.body.dataset.state === 'error'")
+            assert "empty_text" in await browser.eval(STATUS)
             assert browser.console_errors == []
 
             shot = os.environ.get("VITRINE_EXPLORER_SCREENSHOT")
@@ -208,8 +297,8 @@ async def _scenario(shop: Shop, chromium: str) -> None:
             await browser.close()
 
 
-def test_explorer_in_a_real_browser(shop: Shop, chromium: str) -> None:
-    asyncio.run(_scenario(shop, chromium))
+def test_explorer_in_a_real_browser(shop: Shop, chromium: str, tmp_path: Path) -> None:
+    asyncio.run(_scenario(shop, chromium, tmp_path))
 
 
 def test_listing_parameter_is_required(shop: Shop) -> None:
