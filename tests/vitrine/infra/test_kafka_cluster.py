@@ -25,7 +25,6 @@ from recall.worker import RecallWorker, open_index
 from schemas import RecallStatus
 from streams.settings import EmbedderSettings
 from tests.streams import scenario
-from tests.streams.conftest import image_server, stub_model  # noqa: F401  (fixtures)
 from tests.streams.harness import ImageServer, produce
 from tests.streams.test_embedder import check_outcome
 from vitrine.infra.kafka import LocalKafka
@@ -56,6 +55,22 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
         yield local
     finally:
         local.stop()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model directory in the real format (random linear towers)."""
+    from streams.testing import build_stub_model
+
+    return build_stub_model(tmp_path_factory.mktemp("model") / "stub")
+
+
+@pytest.fixture(scope="module")
+def images() -> Iterator[ImageServer]:
+    """The loopback image server of the scenario."""
+    server = ImageServer()
+    yield server
+    server.close()
 
 
 def test_cluster_settings_give_replicated_topics(cluster: LocalKafka) -> None:
@@ -122,8 +137,8 @@ def _committed_total(settings: EmbedderSettings) -> int:
 def test_a_broker_killed_mid_stream_loses_nothing(
     cluster: LocalKafka,
     milvus: str,
-    stub_model: Path,
-    image_server: ImageServer,
+    model_dir: Path,
+    images: ImageServer,
     unique_name: str,
     tmp_path: Path,
 ) -> None:
@@ -141,13 +156,13 @@ def test_a_broker_killed_mid_stream_loses_nothing(
         topic_recall_replies=f"{unique_name}.rp",
         topic_partitions=2,
         app_id=f"{unique_name}-embedder",
-        model_dir=stub_model,
+        model_dir=model_dir,
         allow_loopback_images=True,
         metrics_port=0,
         fetch_max_bytes=64 * 1024,
     )
     ensure_topics(settings)
-    sc = scenario.build(image_server, total=1200, seed=31, cap=settings.fetch_max_bytes)
+    sc = scenario.build(images, total=1200, seed=31, cap=settings.fetch_max_bytes)
     feeder_error: list[BaseException] = []
 
     def feed() -> None:
@@ -198,11 +213,11 @@ def test_a_broker_killed_mid_stream_loses_nothing(
         with RecallClient(recall_settings) as client:
             victim = cluster.nodes[1]
             assert victim.kill()
-            answers = [client.similar_to_vector([1.0] * _dim(stub_model), k=3, timeout=60)]
+            answers = [client.similar_to_vector([1.0] * _dim(model_dir), k=3, timeout=60)]
             time.sleep(5.0)
-            answers.append(client.similar_to_vector([1.0] * _dim(stub_model), k=3, timeout=60))
+            answers.append(client.similar_to_vector([1.0] * _dim(model_dir), k=3, timeout=60))
             assert victim.start()
-            answers.append(client.similar_to_vector([1.0] * _dim(stub_model), k=3, timeout=60))
+            answers.append(client.similar_to_vector([1.0] * _dim(model_dir), k=3, timeout=60))
         assert [a.status for a in answers] == [RecallStatus.OK] * 3
         feeder.join(120)
         assert not feeder.is_alive() and not feeder_error, feeder_error
