@@ -94,7 +94,8 @@ def test_settings_are_frozen() -> None:
 def test_replication_follows_the_local_cluster_size(monkeypatch: pytest.MonkeyPatch) -> None:
     from vitrine.settings import InfraSettings
 
-    for name in ("KAFKA_BROKERS", "KAFKA_BOOTSTRAP", "TOPIC_REPLICATION", "TOPIC_MIN_INSYNC_REPLICAS"):
+    unset = ("KAFKA_BROKERS", "KAFKA_BOOTSTRAP", "TOPIC_REPLICATION", "TOPIC_MIN_INSYNC_REPLICAS")
+    for name in unset:
         monkeypatch.delenv(f"VITRINE_{name}", raising=False)
     one = load(InfraSettings)
     assert (one.kafka_brokers, one.topic_replication, one.topic_min_insync_replicas) == (1, 1, 1)
