@@ -63,6 +63,6 @@ def reply_consumer_config(settings: VitrineSettings, instance: str) -> dict[str,
     }
 
 
-def admin_config(settings: VitrineSettings) -> dict[str, Any]:
-    """AdminClient settings."""
-    return {"bootstrap.servers": settings.bootstrap_servers, "log_level": 0}
+def admin_config(settings: VitrineSettings, bootstrap: str | None = None) -> dict[str, Any]:
+    """AdminClient settings (``bootstrap``: one node instead of the cluster, for probes)."""
+    return {"bootstrap.servers": bootstrap or settings.bootstrap_servers, "log_level": 0}
