@@ -1,19 +1,22 @@
-"""Recall round trip over Kafka vs a direct Milvus search, at a fixed request rate.
+"""Recall round trip over Kafka vs a direct Milvus search, at a fixed request rate, on both
+Milvus kinds side by side in one run.
 
-Builds a dedicated collection of N random listings (default 100k, 256-d) and two dedicated
-topics, starts one `vitrine recall` worker in a subprocess, then runs the same queries at the
-same fixed rate, open loop (latency counted from each request's scheduled send time, so a
-stall is not hidden by sending less):
+For each kind (milvus-lite and Milvus standalone; the one not configured is started privately
+under VITRINE_HOME/bench-<kind> on VITRINE_MILVUS_PORT+20 and stopped at the end) it builds a
+dedicated collection of N random listings (default 100k, 256-d) with the index the project uses
+there (lite: FLAT; server: HNSW), waits until the index is built and loaded, measures the
+index's recall@10 against exact search (numpy), starts one `vitrine recall` worker subprocess on
+two dedicated topics, then runs the same queries at the same fixed rate, open loop (latency
+counted from each request's scheduled send time, so a stall is not hidden by sending less):
 
-  1. direct: MilvusClient.search of the query vector (what a service talking to Milvus would do),
-     at the Strong consistency level the worker uses, and again at Bounded;
+  1. direct: MilvusClient.search of the query vector at the worker's consistency (Bounded);
   2. recall: AsyncRecallClient.similar_to_vector over Kafka (request topic -> worker ->
      the same Milvus search -> reply topic).
 
-Prints p50/p90/p99 per phase and the overhead ratio of the round trip to the direct search.
+Prints p50/p90/p99 per phase, timeouts, and the Kafka overhead (recall p50 - direct p50).
 Everything it creates is dropped at the end (unless --keep).
 
-  python bench/bench_recall.py --items 100000 --rate 100 --duration 20
+  python bench/bench_recall.py --items 100000 --rate 200 --duration 20
 """
 
 from __future__ import annotations
@@ -63,14 +66,16 @@ def percentiles(latencies_s: list[float]) -> dict[str, float]:
     }
 
 
-def build_collection(client, name: str, items: int, dim: int, batch: int) -> np.ndarray:
-    layout = CollectionLayout(name, dim, "FLAT")
+def build_collection(client, layout: CollectionLayout, items: int, batch: int) -> np.ndarray:
+    """Insert ``items`` random rows; return their L2-normalised vectors (for exact search)."""
     ensure_collection(client, layout)
     rng = np.random.default_rng(42)
     started = time.monotonic()
+    normalised = np.empty((items, layout.dim), dtype=np.float32)
     for start in range(0, items, batch):
         n = min(batch, items - start)
-        vectors = rng.standard_normal((n, dim)).astype(np.float32)
+        vectors = rng.standard_normal((n, layout.dim)).astype(np.float32)
+        normalised[start : start + n] = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
         rows = [
             {
                 "listing_id": f"B{start + i:07d}",
@@ -87,21 +92,62 @@ def build_collection(client, name: str, items: int, dim: int, batch: int) -> np.
             }
             for i in range(n)
         ]
-        client.insert(name, rows)
+        client.insert(layout.name, rows)
         done = start + n
-        if done % (batch * 10) == 0 or done == items:
+        if done % (batch * 20) == 0 or done == items:
             rate = done / (time.monotonic() - started)
-            log(f"inserted {done:,}/{items:,} rows ({rate:,.0f} rows/s)")
-    client.flush(name)
+            log(f"  inserted {done:,}/{items:,} rows ({rate:,.0f} rows/s)")
+    return normalised
+
+
+def wait_index(client, layout: CollectionLayout, items: int, timeout_s: float = 900) -> dict:
+    """Flush, wait until every row is indexed (a Milvus server builds indexes in the
+    background), load; return the index description and the seconds it took."""
     started = time.monotonic()
-    client.load_collection(name)
-    log(f"collection loaded in {time.monotonic() - started:.2f} s")
-    return np.random.default_rng(7).standard_normal((4096, dim)).astype(np.float32)
+    client.flush(layout.name)
+    described: dict = {}
+    while time.monotonic() - started < timeout_s:
+        described = client.describe_index(layout.name, "embedding")
+        indexed = int(described.get("indexed_rows", 0))
+        pending = int(described.get("pending_index_rows", 0))
+        total = int(described.get("total_rows", 0))
+        if total == 0 or (indexed >= items and pending == 0):  # milvus-lite reports no counts
+            break
+        time.sleep(2)
+    else:
+        raise RuntimeError(f"index of {layout.name} not built in {timeout_s} s: {described}")
+    client.load_collection(layout.name)
+    # Strong once: every row is visible before anything is timed.
+    client.query(layout.name, filter="", output_fields=["count(*)"], consistency_level="Strong")
+    described["seconds_to_build_and_load"] = round(time.monotonic() - started, 1)
+    return described
+
+
+def measure_recall(
+    client, layout: CollectionLayout, corpus: np.ndarray, queries: np.ndarray, k: int
+) -> float:
+    """Mean recall@k of the index, as the worker searches it, against exact cosine search."""
+    hits = 0
+    for q in queries:
+        result = client.search(
+            layout.name,
+            data=[q.tolist()],
+            anns_field="embedding",
+            limit=k,
+            output_fields=["listing_id"],
+            search_params=search_params(layout, k),
+            consistency_level="Bounded",
+        )[0]
+        exact = np.argpartition(-(corpus @ (q / np.linalg.norm(q))), k)[:k]
+        want = {f"B{i:07d}" for i in exact}
+        hits += len(want & {str(h["id"]) for h in result})
+    return hits / (k * len(queries))
 
 
 def direct_phase(
     client, layout: CollectionLayout, queries: np.ndarray, args, consistency: str
 ) -> dict[str, float]:
+    """Single searches at the fixed rate, open loop, 8 at a time at most."""
     total = int(args.rate * args.duration)
     interval = 1.0 / args.rate
     latencies: list[float] = []
@@ -153,6 +199,7 @@ async def recall_phase(settings: RecallSettings, queries: np.ndarray, args) -> d
             latencies.append(time.perf_counter() - scheduled)
         except RecallTimeout:
             timeouts += 1
+            latencies.append(10.0)  # counted at the timeout: a lost request is not a fast one
 
     try:
         # Warm up: the first request waits for the worker's group join and metadata.
@@ -175,55 +222,88 @@ async def recall_phase(settings: RecallSettings, queries: np.ndarray, args) -> d
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Recall round trip over Kafka vs a direct Milvus search at a fixed rate.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--items", type=int, default=100_000, help="listings indexed")
-    parser.add_argument("--dim", type=int, default=256, help="embedding dimension")
-    parser.add_argument("--rate", type=float, default=100.0, help="requests per second")
-    parser.add_argument("--duration", type=float, default=20.0, help="seconds per phase")
-    parser.add_argument("-k", type=int, default=10, help="results per request")
-    parser.add_argument("--filtered", action="store_true", help="add a category filter")
-    parser.add_argument("--batch", type=int, default=1000, help="rows per insert call")
-    parser.add_argument("--json", type=Path, help="write the results here as JSON")
-    parser.add_argument("--keep", action="store_true", help="keep the collection and topics")
-    args = parser.parse_args(argv)
+class KindEndpoint:
+    """The Milvus of one kind: the configured one if it is that kind and answers, else a
+    private instance of this run."""
 
-    from vitrine.settings import InfraSettings
+    def __init__(self, kind: str) -> None:
+        from vitrine.infra.milvus import local_milvus
+        from vitrine.settings import InfraSettings
+
+        base = load(InfraSettings)
+        self.kind = kind
+        self.local = None
+        if base.manages_milvus and base.milvus_kind == kind and local_milvus(base).answering():
+            self.uri = base.milvus_endpoint
+            return
+        own = load(
+            InfraSettings,
+            home=base.home / f"bench-{kind}",
+            milvus_kind=kind,
+            milvus_port=base.milvus_port + 20,
+            milvus_uri=None,
+        )
+        self.local = local_milvus(own)
+        log(f"starting a private Milvus ({kind}) on {own.milvus_endpoint}")
+        started = time.monotonic()
+        self.local.start()
+        log(f"  answering after {time.monotonic() - started:.1f} s")
+        self.uri = own.milvus_endpoint
+
+    def close(self) -> None:
+        if self.local is not None:
+            self.local.stop()
+
+
+def run_kind(kind: str, args, infra) -> dict:
+    """Every phase on one Milvus kind."""
     from vitrine.topics import TopicSpec, ensure_topics
     from vitrine.vectorstore import open_client
 
+    endpoint = KindEndpoint(kind)
     tag = uuid.uuid4().hex[:8]
     collection = f"bench_recall_{tag}"
     requests_topic, replies_topic = f"bench.recall.{tag}.requests", f"bench.recall.{tag}.replies"
     settings = load(
         RecallSettings,
+        milvus_uri=endpoint.uri,
         milvus_collection=collection,
         topic_recall_requests=requests_topic,
         topic_recall_replies=replies_topic,
         recall_group_id=f"bench.recall.{tag}",
         metrics_port=0,
     )
-    infra = load(InfraSettings)
-    log(f"Kafka {settings.bootstrap_servers}, Milvus {settings.milvus_endpoint}")
     ensure_topics(
         infra,
         [
-            TopicSpec(requests_topic, 4, 1, {"retention.ms": "3600000"}),
-            TopicSpec(replies_topic, 1, 1, {"retention.ms": "3600000"}),
+            TopicSpec(requests_topic, 4, infra.topic_replication, {"retention.ms": "3600000"}),
+            TopicSpec(replies_topic, 1, infra.topic_replication, {"retention.ms": "3600000"}),
         ],
     )
-    client = open_client(settings.milvus_endpoint)
+    client = open_client(endpoint.uri, timeout_s=120)
     worker = None
-    results: dict[str, object] = {}
+    result: dict = {"kind": kind}
+    layout = CollectionLayout(collection, args.dim, "FLAT" if kind == "lite" else "HNSW")
     try:
-        log(f"building {collection}: {args.items:,} x {args.dim}-d")
-        queries = build_collection(client, collection, args.items, args.dim, args.batch)
-        layout = CollectionLayout(collection, args.dim, "FLAT")
+        log(f"[{kind}] building {collection}: {args.items:,} x {args.dim}-d, {layout.index_type}")
+        corpus = build_collection(client, layout, args.items, args.batch)
+        index = wait_index(client, layout, args.items)
+        queries = np.random.default_rng(7).standard_normal((4096, args.dim)).astype(np.float32)
+        recall_at_k = measure_recall(client, layout, corpus, queries[:200], args.k)
+        del corpus
+        result["index"] = {
+            "type": layout.index_type,
+            "build_params": {
+                k: v for k, v in index.items() if k in ("M", "efConstruction", "nlist")
+            },
+            "search_params": search_params(layout, args.k)["params"],
+            f"recall_at_{args.k}": recall_at_k,
+            "seconds_to_build_and_load": index.get("seconds_to_build_and_load"),
+        }
+        log(f"[{kind}] index ready: {result['index']}")
         env = {
             **os.environ,
+            "VITRINE_MILVUS_URI": endpoint.uri,
             "VITRINE_MILVUS_COLLECTION": collection,
             "VITRINE_TOPIC_RECALL_REQUESTS": requests_topic,
             "VITRINE_TOPIC_RECALL_REPLIES": replies_topic,
@@ -233,13 +313,12 @@ def main(argv: list[str] | None = None) -> int:
         worker = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "--log-level", "WARNING", "recall"], env=env
         )
-        for consistency in ("Strong", "Bounded"):
-            log(f"direct search, {consistency}: {args.rate:g}/s for {args.duration:g} s")
-            results[f"direct_{consistency.lower()}"] = direct_phase(
-                client, layout, queries, args, consistency
-            )
-        log(f"recall round trip over Kafka: {args.rate:g}/s for {args.duration:g} s")
-        results["recall"] = asyncio.run(recall_phase(settings, queries, args))
+        consistency = settings.recall_consistency_level
+        log(f"[{kind}] direct search, {consistency}: {args.rate:g}/s for {args.duration:g} s")
+        result["direct"] = direct_phase(client, layout, queries, args, consistency)
+        log(f"[{kind}] recall round trip over Kafka: {args.rate:g}/s for {args.duration:g} s")
+        result["recall"] = asyncio.run(recall_phase(settings, queries, args))
+        result["kafka_overhead_p50_ms"] = result["recall"]["p50_ms"] - result["direct"]["p50_ms"]
     finally:
         if worker is not None:
             worker.terminate()
@@ -251,14 +330,36 @@ def main(argv: list[str] | None = None) -> int:
             admin = admin_client(infra)
             for future in admin.delete_topics([requests_topic, replies_topic]).values():
                 future.result()
-            log("dropped the collection and topics")
         client.close()
+        endpoint.close()
+    return result
 
-    direct, strong_bounded, rt = (
-        results["direct_strong"],
-        results["direct_bounded"],
-        results["recall"],
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Recall round trip over Kafka vs a direct Milvus search at a fixed rate, "
+        "on milvus-lite and on a Milvus server.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    parser.add_argument("--kinds", default="server,lite", help="Milvus kinds, comma-separated")
+    parser.add_argument("--items", type=int, default=100_000, help="listings indexed")
+    parser.add_argument("--dim", type=int, default=256, help="embedding dimension")
+    parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per phase")
+    parser.add_argument("-k", type=int, default=10, help="results per request")
+    parser.add_argument("--filtered", action="store_true", help="add a category filter")
+    parser.add_argument("--batch", type=int, default=2000, help="rows per insert call")
+    parser.add_argument("--json", type=Path, help="write the results here as JSON")
+    parser.add_argument("--keep", action="store_true", help="keep the collections and topics")
+    args = parser.parse_args(argv)
+
+    from vitrine.settings import InfraSettings
+
+    infra = load(InfraSettings)
+    log(f"Kafka {infra.bootstrap_servers}")
+    results: dict[str, object] = {
+        kind: run_kind(kind, args, infra) for kind in args.kinds.split(",")
+    }
     results["conditions"] = {
         "items": args.items,
         "dim": args.dim,
@@ -266,22 +367,30 @@ def main(argv: list[str] | None = None) -> int:
         "duration_s": args.duration,
         "k": args.k,
         "filtered": args.filtered,
+        "kafka_brokers": infra.kafka_brokers,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "load_average_at_end": os.getloadavg(),
     }
-    results["overhead_ratio_p50"] = rt["p50_ms"] / direct["p50_ms"]  # type: ignore[index]
-    results["overhead_ratio_p99"] = rt["p99_ms"] / direct["p99_ms"]  # type: ignore[index]
-    print(f"{'phase':24} {'n':>6} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8}")
-    for name in ("direct_strong", "direct_bounded", "recall"):
-        r = results[name]
-        print(
-            f"{name:24} {r['n']:6d} {r['p50_ms']:8.2f} {r['p90_ms']:8.2f} "  # type: ignore[index]
-            f"{r['p99_ms']:8.2f} {r['max_ms']:8.2f}"  # type: ignore[index]
-        )
     print(
-        f"recall / direct (Strong): p50 x{results['overhead_ratio_p50']:.2f}, "
-        f"p99 x{results['overhead_ratio_p99']:.2f}; timeouts {rt['timeouts']}"  # type: ignore[index]
+        f"{'kind':7} {'phase':8} {'n':>6} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
+        f"{'max ms':>8} {'timeouts':>8}"
     )
-    del strong_bounded
+    for kind in args.kinds.split(","):
+        r = results[kind]
+        for phase in ("direct", "recall"):
+            p = r[phase]  # type: ignore[index]
+            print(
+                f"{kind:7} {phase:8} {p['n']:6d} {p['p50_ms']:8.2f} {p['p90_ms']:8.2f} "
+                f"{p['p99_ms']:8.2f} {p['max_ms']:8.2f} {p.get('timeouts', 0):8d}"
+            )
+    for kind in args.kinds.split(","):
+        r = results[kind]
+        idx = r["index"]  # type: ignore[index]
+        print(
+            f"{kind}: index {idx['type']} {idx['build_params']} search {idx['search_params']}, "
+            f"recall@{args.k} {idx[f'recall_at_{args.k}']:.3f}; Kafka overhead p50 "
+            f"{r['kafka_overhead_p50_ms']:+.2f} ms"  # type: ignore[index]
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

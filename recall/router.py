@@ -27,7 +27,7 @@ from schemas import (
     encode,
 )
 from schemas.headers import CORRELATION_ID_HEADER
-from vitrine.kafka_config import producer_config
+from vitrine.kafka_config import LOW_LATENCY, producer_config, reply_consumer_config
 
 from . import metrics
 from .errors import RecallBackpressure, RecallClosed, RecallError, RecallTimeout
@@ -86,17 +86,8 @@ class ReplyRouter:
             raise ValueError("a pinned reply_topic needs its reply_partition")
         self.route_topic = reply_topic
         self.route_partition = reply_partition
-        self._producer = Producer(producer_config(settings, **{"linger.ms": 1}))
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": settings.bootstrap_servers,
-                "group.id": f"vitrine-recall-client-{instance}",  # never joined: assign() only
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "fetch.wait.max.ms": 100,
-                "log_level": 3,
-            }
-        )
+        self._producer = Producer(producer_config(settings, **LOW_LATENCY))
+        self._consumer = Consumer(reply_consumer_config(settings, instance))
         if self._owns_topic:
             start = OFFSET_BEGINNING
         else:
@@ -122,7 +113,10 @@ class ReplyRouter:
             topic,
             num_partitions=1,
             replication_factor=self.settings.topic_replication,
-            config={"retention.ms": str(self.settings.recall_client_reply_retention_ms)},
+            config={
+                "retention.ms": str(self.settings.recall_client_reply_retention_ms),
+                "min.insync.replicas": str(self.settings.topic_min_insync_replicas),
+            },
         )
         try:
             admin.create_topics([new], operation_timeout=30, request_timeout=30)[topic].result()

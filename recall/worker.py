@@ -67,11 +67,12 @@ def worker_consumer_config(settings: RecallSettings) -> dict[str, Any]:
 
 def worker_producer_config(settings: RecallSettings) -> dict[str, Any]:
     """Producer settings of the worker's replies (pure)."""
-    from vitrine.kafka_config import producer_config
+    from vitrine.kafka_config import LOW_LATENCY, producer_config
 
     return producer_config(
         settings,
-        **{"message.timeout.ms": int(settings.recall_reply_timeout_s * 1000), "linger.ms": 1},
+        **LOW_LATENCY,
+        **{"message.timeout.ms": int(settings.recall_reply_timeout_s * 1000)},
     )
 
 

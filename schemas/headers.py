@@ -2,17 +2,16 @@
 
 They are headers, not payload, so that JVM services using ReplyingKafkaTemplate can call the
 recall worker unchanged: the request names its reply topic (and optionally partition), and
-the reply echoes the correlation id bytes untouched.
+the reply echoes the correlation id bytes untouched. This module writes them; the one reader
+is ``recall.routing.reply_target`` (lenient: a reply goes out whenever one can be routed).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from . import limits
 from .errors import ContractError, Reason
-from .registry import strict_regex
 
 REPLY_TOPIC_HEADER = "kafka_replyTopic"
 CORRELATION_ID_HEADER = "kafka_correlationId"
@@ -57,37 +56,6 @@ class ReplyRoute:
     topic: str
     correlation_id: bytes
     partition: int | None = None
-
-    @classmethod
-    def from_headers(cls, headers: Iterable[tuple[str, bytes | None]] | None) -> ReplyRoute:
-        """Read the routing headers of a request (last value wins). Raises ContractError."""
-        found = {name: raw for name, raw in headers or () if raw is not None}
-        for name in (REPLY_TOPIC_HEADER, CORRELATION_ID_HEADER):
-            if name not in found:
-                raise _fail(f"header {name} is required", Reason.MISSING_FIELD, name)
-        try:
-            topic = found[REPLY_TOPIC_HEADER].decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise _fail(
-                f"{REPLY_TOPIC_HEADER} is not UTF-8", Reason.INVALID_VALUE, REPLY_TOPIC_HEADER
-            ) from exc
-        if not strict_regex(limits.TOPIC_PATTERN).search(topic):
-            raise _fail(
-                f"{REPLY_TOPIC_HEADER} is not a valid topic name: {topic[:60]!r}",
-                Reason.INVALID_VALUE,
-                REPLY_TOPIC_HEADER,
-            )
-        correlation_id = bytes(found[CORRELATION_ID_HEADER])
-        if not 1 <= len(correlation_id) <= MAX_CORRELATION_ID_BYTES:
-            raise _fail(
-                f"{CORRELATION_ID_HEADER} must be 1..{MAX_CORRELATION_ID_BYTES} bytes, "
-                f"got {len(correlation_id)}",
-                Reason.TOO_LONG if correlation_id else Reason.INVALID_VALUE,
-                CORRELATION_ID_HEADER,
-            )
-        raw_partition = found.get(REPLY_PARTITION_HEADER)
-        partition = None if raw_partition is None else decode_reply_partition(raw_partition)
-        return cls(topic=topic, correlation_id=correlation_id, partition=partition)
 
     def request_headers(self) -> list[tuple[str, bytes]]:
         """Headers a caller puts on its request."""

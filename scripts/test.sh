@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole test suite against a real Kafka broker and milvus-lite server.
+# Runs the whole test suite against a real Kafka broker and milvus-lite server, then the
+# Milvus-touching integration tests again against a Milvus standalone server (the `milvus`
+# package; VITRINE_MILVUS_KIND=server) started once for that pass.
 # Installs what is missing, starts a private broker and milvus-lite server for this run (fresh
 # data in a temporary VITRINE_HOME, on ports of their own so a running demo is not disturbed;
 # the Kafka jars come from the shared download cache), runs pytest, and stops them.
@@ -29,3 +31,13 @@ trap cleanup EXIT
 .venv/bin/vitrine infra up
 .venv/bin/vitrine topics create >/dev/null
 .venv/bin/python -m pytest "$@"
+
+# Second pass: the same client code against a real Milvus server (HNSW, consistency levels,
+# write tokens). Skipped when Milvus is external or VITRINE_SKIP_SERVER_PASS=1.
+if [ -z "${VITRINE_MILVUS_URI:-}" ] && [ "${VITRINE_SKIP_SERVER_PASS:-0}" != 1 ]; then
+  export VITRINE_MILVUS_KIND=server
+  export VITRINE_MILVUS_PORT=$((VITRINE_MILVUS_PORT + 20))  # beside milvus-lite, not on it
+  .venv/bin/vitrine infra up
+  .venv/bin/python -m pytest -m integration \
+    tests/recall tests/vitrine/test_vectorstore.py tests/vitrine/infra/test_milvus_server.py
+fi

@@ -13,6 +13,10 @@ from vitrine.settings import VitrineSettings
 
 KEYED_PARTITIONER = "murmur2_random"
 
+#: Request-reply traffic (recall) is latency-bound, not throughput-bound: send at once (no
+#: linger batching), and without Nagle's algorithm holding small writes back for an ACK.
+LOW_LATENCY: dict[str, Any] = {"linger.ms": 0, "socket.nagle.disable": True}
+
 
 def producer_config(settings: VitrineSettings, **overrides: Any) -> dict[str, Any]:
     """Durable, idempotent producer settings with Java-compatible key hashing."""
@@ -33,6 +37,7 @@ def consumer_config(settings: VitrineSettings, group_id: str, **overrides: Any) 
     config: dict[str, Any] = {
         "bootstrap.servers": settings.bootstrap_servers,
         "group.id": group_id,
+        "socket.nagle.disable": True,
         "enable.auto.commit": True,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
@@ -40,3 +45,24 @@ def consumer_config(settings: VitrineSettings, group_id: str, **overrides: Any) 
     }
     config.update(overrides)
     return config
+
+
+def reply_consumer_config(settings: VitrineSettings, instance: str) -> dict[str, Any]:
+    """A consumer that is only ever assigned partitions (never joins its group), no commits:
+    the recall client's reply reader."""
+    return {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "group.id": f"vitrine-recall-client-{instance}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "socket.nagle.disable": True,
+        # A fetch returns as soon as one byte is there (fetch.min.bytes=1); this only bounds
+        # how long an empty fetch is parked on the broker.
+        "fetch.wait.max.ms": 100,
+        "log_level": 3,
+    }
+
+
+def admin_config(settings: VitrineSettings, bootstrap: str | None = None) -> dict[str, Any]:
+    """AdminClient settings (``bootstrap``: one node instead of the cluster, for probes)."""
+    return {"bootstrap.servers": bootstrap or settings.bootstrap_servers, "log_level": 0}

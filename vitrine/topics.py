@@ -46,7 +46,9 @@ def admin_client(settings: VitrineSettings, timeout_s: float = 10.0):
     """An AdminClient that has answered a metadata request, or :class:`BrokerUnavailable`."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers, "log_level": 0})
+    from vitrine.kafka_config import admin_config
+
+    admin = AdminClient(admin_config(settings))
     try:
         admin.list_topics(timeout=timeout_s)
     except Exception as exc:

@@ -284,6 +284,8 @@ def fill_collection(milvus: str, name: str, catalog: Catalog) -> None:
     rows = catalog.rows()
     for start in range(0, len(rows), 200):
         client.insert(name, rows[start : start + 200])
+    # The worker reads at Bounded consistency: make the rows visible before it starts.
+    client.query(name, filter="", output_fields=["count(*)"], consistency_level="Strong")
     client.close()
 
 

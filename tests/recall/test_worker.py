@@ -304,7 +304,7 @@ def test_hostile_strings_are_matched_literally_by_milvus(
     milvus: str, recall_env: RecallEnv
 ) -> None:
     """Below the schema: expressions built from hostile values match them as plain text."""
-    from vitrine.vectorstore import CollectionLayout, ensure_collection, open_client
+    from vitrine.vectorstore import CollectionLayout, ensure_collection, open_client, upsert_rows
 
     hostile = [
         'x" or 1==1 or category == "y',
@@ -322,17 +322,17 @@ def test_hostile_strings_are_matched_literally_by_milvus(
         for i, category in enumerate(hostile * 2):
             row = recall_env.catalog.rows()[i]
             rows.append({**row, "listing_id": f"H{i}", "category": category, "seller_id": category})
-        client.insert(name, rows)
+        _count, token = upsert_rows(client, name, rows)
         index = MilvusIndex(client, CollectionLayout(name, DIM, "FLAT"))
         query = [recall_env.catalog.vectors[0].tolist()]
         for value in hostile:
             expected = {f"H{i}" for i, c in enumerate(hostile * 2) if c == value}
             # Categories are free text, so the schema lets these through to the expression.
             only = RecallFilters(categories=(value,))
-            [hits] = index.search(query, filter_expression(only), 50)
+            [hits] = index.search(query, filter_expression(only), 50, write_token=token)
             assert {h.listing_id for h in hits} == expected, value
             but = RecallFilters.model_construct(exclude_sellers=(value,), exclude_listings=())
-            [hits] = index.search(query, filter_expression(but), 50)
+            [hits] = index.search(query, filter_expression(but), 50, write_token=token)
             assert {h.listing_id for h in hits} == {f"H{i}" for i in range(12)} - expected
     finally:
         client.drop_collection(name)
@@ -418,31 +418,3 @@ def test_cli_burst_mode_answers_and_exits(recall_env: RecallEnv, idle_requests) 
         f"b{i}" for i in range(5)
     ]
     assert all(decode_recall_reply(m.value()).status is RecallStatus.OK for m in replies)
-
-
-def test_search_sees_an_upsert_acknowledged_before_the_request(
-    milvus: str, recall_env: RecallEnv, client: RecallClient
-) -> None:
-    """Strong consistency: a row written by another connection is found by the next request."""
-    from vitrine.vectorstore import open_client
-
-    writer = open_client(milvus)
-    row = {**recall_env.catalog.rows()[0], "listing_id": "FRESH0001", "category": "fresh"}
-    vector = [1.0] + [0.0] * (DIM - 1)
-    row["embedding"] = vector
-    try:
-        for attempt in range(3):  # new ids each time: no reliance on an earlier write
-            listing_id = f"FRESH{attempt:04d}"
-            writer.upsert(
-                recall_env.settings.milvus_collection, [{**row, "listing_id": listing_id}]
-            )
-            by_id = client.similar(listing_id, k=1, timeout=20)
-            assert by_id.status is RecallStatus.OK, by_id
-            fresh = RecallFilters(categories=("fresh",))
-            by_vector = client.similar_to_vector(vector, k=5, filters=fresh, timeout=20)
-            assert listing_id in {i.listing_id for i in by_vector.items or ()}
-    finally:
-        writer.delete(
-            recall_env.settings.milvus_collection, ids=[f"FRESH{a:04d}" for a in range(3)]
-        )
-        writer.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from recall.routing import ReplyTarget, reply_target
 from schemas import (
     CORRELATION_ID_HEADER,
     REPLY_PARTITION_HEADER,
@@ -23,38 +24,28 @@ def test_partition_is_four_bytes_big_endian() -> None:
 
 def test_route_round_trips_through_request_headers() -> None:
     route = ReplyRoute(topic="search.replies", correlation_id=b"\x00\x9f\xffid", partition=2)
-    assert ReplyRoute.from_headers(route.request_headers()) == route
+    target, problem = reply_target(route.request_headers(), "default")
+    assert (target, problem) == (ReplyTarget("search.replies", 2, b"\x00\x9f\xffid"), None)
     assert route.reply_headers() == [(CORRELATION_ID_HEADER, b"\x00\x9f\xffid")]
 
 
 def test_partition_header_is_optional() -> None:
     headers = [(REPLY_TOPIC_HEADER, b"replies"), (CORRELATION_ID_HEADER, b"c1"), ("x", None)]
-    assert ReplyRoute.from_headers(headers).partition is None
+    assert reply_target(headers, "default") == (ReplyTarget("replies", None, b"c1"), None)
 
 
 @pytest.mark.parametrize(
-    ("headers", "reason", "field"),
+    ("headers", "reason"),
     [
-        ([(CORRELATION_ID_HEADER, b"c")], Reason.MISSING_FIELD, REPLY_TOPIC_HEADER),
-        ([(REPLY_TOPIC_HEADER, b"r")], Reason.MISSING_FIELD, CORRELATION_ID_HEADER),
-        (
-            [(REPLY_TOPIC_HEADER, b"bad topic"), (CORRELATION_ID_HEADER, b"c")],
-            Reason.INVALID_VALUE,
-            REPLY_TOPIC_HEADER,
-        ),
-        (
-            [(REPLY_TOPIC_HEADER, b"r"), (CORRELATION_ID_HEADER, b"c" * 257)],
-            Reason.TOO_LONG,
-            CORRELATION_ID_HEADER,
-        ),
+        ([(REPLY_TOPIC_HEADER, b"bad topic"), (CORRELATION_ID_HEADER, b"c")], "invalid_value"),
+        ([(REPLY_TOPIC_HEADER, b"r"), (CORRELATION_ID_HEADER, b"c" * 257)], "too_long"),
         (
             [
                 (REPLY_TOPIC_HEADER, b"r"),
                 (CORRELATION_ID_HEADER, b"c"),
                 (REPLY_PARTITION_HEADER, b"1"),
             ],
-            Reason.INVALID_VALUE,
-            REPLY_PARTITION_HEADER,
+            Reason.INVALID_VALUE.value,
         ),
         (
             [
@@ -62,14 +53,21 @@ def test_partition_header_is_optional() -> None:
                 (CORRELATION_ID_HEADER, b"c"),
                 (REPLY_PARTITION_HEADER, b"\xff\xff\xff\xff"),
             ],
-            Reason.OUT_OF_RANGE,
-            REPLY_PARTITION_HEADER,
+            Reason.OUT_OF_RANGE.value,
         ),
     ],
 )
-def test_broken_routing_headers(
-    headers: list[tuple[str, bytes | None]], reason: Reason, field: str
-) -> None:
+def test_broken_routing_headers(headers: list[tuple[str, bytes | None]], reason: str) -> None:
+    # The reply can still be routed (to the default topic) and says what was wrong.
+    target, problem = reply_target(headers, "default")
+    assert target.topic == "default"
+    assert problem is not None and problem.reason == reason
+
+
+def test_a_bad_partition_header_is_a_contract_error() -> None:
     with pytest.raises(ContractError) as caught:
-        ReplyRoute.from_headers(headers)
-    assert (caught.value.reason, caught.value.field) == (reason, field)
+        decode_reply_partition(b"\x00\x01")
+    assert (caught.value.reason, caught.value.field) == (
+        Reason.INVALID_VALUE,
+        REPLY_PARTITION_HEADER,
+    )

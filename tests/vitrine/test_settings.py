@@ -89,3 +89,42 @@ def test_settings_are_frozen() -> None:
     s = load(InfraSettings)
     with pytest.raises(ValueError, match="frozen"):
         s.kafka_port = 1  # type: ignore[misc]
+
+
+def test_replication_follows_the_local_cluster_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vitrine.settings import InfraSettings
+
+    unset = ("KAFKA_BROKERS", "KAFKA_BOOTSTRAP", "TOPIC_REPLICATION", "TOPIC_MIN_INSYNC_REPLICAS")
+    for name in unset:
+        monkeypatch.delenv(f"VITRINE_{name}", raising=False)
+    one = load(InfraSettings)
+    assert (one.kafka_brokers, one.topic_replication, one.topic_min_insync_replicas) == (1, 1, 1)
+    monkeypatch.setenv("VITRINE_KAFKA_BROKERS", "3")
+    three = load(InfraSettings)
+    assert (three.topic_replication, three.topic_min_insync_replicas) == (3, 2)
+    assert len(three.bootstrap_servers.split(",")) == 3
+    explicit = load(InfraSettings, topic_replication=2)
+    assert (explicit.topic_replication, explicit.topic_min_insync_replicas) == (2, 1)
+    external = load(InfraSettings, kafka_bootstrap="kafka:9092")
+    assert (external.topic_replication, external.bootstrap_servers) == (1, "kafka:9092")
+    with pytest.raises(ConfigError, match="VITRINE_TOPIC_REPLICATION"):
+        load(InfraSettings, topic_replication=4)
+    with pytest.raises(ConfigError, match="MIN_INSYNC"):
+        load(InfraSettings, topic_replication=2, topic_min_insync_replicas=3)
+
+
+def test_milvus_kind_is_lite_or_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vitrine.infra.milvus import MilvusLite, MilvusStandalone, local_milvus
+    from vitrine.settings import InfraSettings
+
+    monkeypatch.delenv("VITRINE_MILVUS_URI", raising=False)
+    monkeypatch.delenv("VITRINE_MILVUS_KIND", raising=False)
+    assert load(InfraSettings).milvus_is_lite
+    assert isinstance(local_milvus(load(InfraSettings)), MilvusLite)
+    monkeypatch.setenv("VITRINE_MILVUS_KIND", "server")
+    server = load(InfraSettings)
+    assert not server.milvus_is_lite and isinstance(local_milvus(server), MilvusStandalone)
+    assert len(set(local_milvus(server).ports())) == 11
+    monkeypatch.setenv("VITRINE_MILVUS_KIND", "docker")
+    with pytest.raises(ConfigError, match="VITRINE_MILVUS_KIND"):
+        load(InfraSettings)

@@ -101,7 +101,9 @@ class KafkaNode(LocalService):
     def probe(self, timeout_s: float) -> bool:
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.where, "log_level": 0})
+        from vitrine.kafka_config import admin_config
+
+        admin = AdminClient(admin_config(self.settings, self.where))
         metadata = admin.list_topics(timeout=timeout_s)
         # A node that answers but has not joined the cluster's metadata yet is not ready.
         return self.node_id in metadata.brokers
@@ -268,9 +270,11 @@ class LocalKafka:
         """True when the bootstrap servers answer a metadata request."""
         from confluent_kafka.admin import AdminClient
 
+        from vitrine.kafka_config import admin_config
+
         if self.settings.manages_kafka and not any(n.answering(timeout_s) for n in self.nodes):
             return False
-        admin = AdminClient({"bootstrap.servers": self.settings.bootstrap_servers, "log_level": 0})
+        admin = AdminClient(admin_config(self.settings))
         try:
             admin.list_topics(timeout=timeout_s)
         except Exception:

@@ -49,6 +49,9 @@ class LocalService(ABC):
         self.marker = str(marker)
         self.pid_file = root / f"{self.name}.pid"
         self.stdout_file = root / f"{self.name}.out"
+        # The handle of a process this object started: kept so that it is waited for (no
+        # zombie, no "still running" warning) when this object stops it.
+        self._proc: subprocess.Popen[bytes] | None = None
 
     # -- what subclasses provide ---------------------------------------------------------------
 
@@ -124,6 +127,7 @@ class LocalService(ABC):
                 start_new_session=True,
             )
         self.pid_file.write_text(str(proc.pid))
+        self._proc = proc
         try:
             self.wait_ready(proc)
         except InfraError:
@@ -148,8 +152,15 @@ class LocalService(ABC):
         pids = self.pids()
         if pids:
             terminate(pids, timeout_s=self.stop_timeout_s)
+        self._reap()
         self.pid_file.unlink(missing_ok=True)
         return bool(pids)
+
+    def _reap(self) -> None:
+        if self._proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=5)
+            self._proc = None
 
     def kill(self) -> bool:
         """SIGKILL the service at once (fault-injection tests); True when one was running."""
@@ -157,9 +168,7 @@ class LocalService(ABC):
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        for pid in pids:
-            with contextlib.suppress(ChildProcessError, OSError):
-                os.waitpid(pid, 0)  # reap our own child; others are reaped by their parent
+        self._reap()
         return bool(pids)
 
     def status(self) -> ServiceStatus:

@@ -62,3 +62,32 @@ def test_a_stale_pid_file_names_no_process(tmp_path: Path) -> None:
     assert read_pid(pid_file, str(tmp_path / "server.properties")) is None
     own_marker = Path("/proc/self/cmdline").read_bytes().split(b"\0")[0].decode()
     assert read_pid(pid_file, own_marker) == os.getpid()
+
+
+def test_cluster_id_never_starts_with_a_dash() -> None:
+    from vitrine.infra.kafka import new_cluster_id
+
+    draws = iter([b"\xf8" + bytes(15), bytes(16)])  # the first encodes to "-AAA..."
+    cluster_id = new_cluster_id(lambda: next(draws))
+    assert cluster_id == "A" * 22
+    assert all(not new_cluster_id().startswith("-") for _ in range(2000))
+
+
+def test_cluster_nodes_get_their_own_ports_and_files(tmp_path: Path) -> None:
+    settings = load(
+        InfraSettings,
+        home=tmp_path / "home",
+        kafka_brokers=3,
+        kafka_port=25000,
+        kafka_controller_port=25001,
+    )
+    cluster = LocalKafka(settings)
+    assert [n.ports() for n in cluster.nodes] == [[25000, 25001], [25010, 25011], [25020, 25021]]
+    assert len({n.properties for n in cluster.nodes}) == 3
+    assert settings.bootstrap_servers == "127.0.0.1:25000,127.0.0.1:25010,127.0.0.1:25020"
+    assert cluster.cluster_id() == cluster.cluster_id()  # drawn once per home
+    cluster.nodes[1]._write_config()
+    text = cluster.nodes[1].properties.read_text()
+    assert "node.id=2" in text
+    assert "controller.quorum.voters=1@127.0.0.1:25001,2@127.0.0.1:25011,3@127.0.0.1:25021" in text
+    assert "default.replication.factor=3" in text and "min.insync.replicas=2" in text
