@@ -6,13 +6,18 @@ Measures, side by side in one run on this machine:
   without ``Image.draft`` reduced decoding, one thread and a thread pool;
 * ONNX Runtime inference per profile and batch size: image tower images/s, text tower titles/s,
   full ``Encoder.encode`` listings/s (decode excluded);
-* peak resident memory of each profile's process.
+* peak resident memory of each profile's process;
+* with ``--sizes``: the ``cpu`` profile at several input sizes, listings/s at batch 1, 32 and
+  128 **with JPEG decode included** (a photo-like JPEG of ``--photo`` pixels, decoded in a pool
+  of ``--threads``), and, with ``--quality DATA``, the held-out figures of a model trained at
+  each size on DATA (features cached under ``--cache``), side by side.
 
 Each profile runs in its own subprocess so memory peaks do not mix. Model directories come from
 ``--model PROFILE=DIR``; a profile without one is built untrained into a scratch directory
 (throughput does not depend on weights; building needs the ``train`` extra).
 
     python bench/bench_encoders.py --profiles cpu production --seconds 3
+    python bench/bench_encoders.py --sizes 160 192 224 --quality /work/data/fashion-train
 """
 
 from __future__ import annotations
@@ -143,7 +148,7 @@ def worker(profile: str, model_dir: Path, batches: list[int], seconds: float, th
 def build_untrained(profile: str, directory: Path) -> Path:
     from encoders.export import export_model
     from encoders.profiles import get_profile
-    from encoders.train import build_towers
+    from encoders.towers import build_towers
 
     towers = build_towers(get_profile(profile), None, None)
     export_model(towers, directory, {"trained": False, "note": "built by bench/bench_encoders.py"})
@@ -210,6 +215,73 @@ def print_tables(results: list[dict]) -> None:
             print(f"- {a['profile']} / {b['profile']} encode throughput at batch {n}: {ratio:.1f}x")
 
 
+def size_row(size: int, scratch: Path, photo: tuple[int, int], seconds: float, threads: int,
+             batches: list[int]) -> dict:  # fmt: skip
+    """Listings/s of the cpu profile at ``size``, JPEG decode + preprocess + encode included."""
+    from encoders import preprocess
+    from encoders.export import export_model
+    from encoders.runtime import Encoder
+    from encoders.towers import build_towers
+    from encoders.train import TrainConfig, run_profile
+
+    directory = scratch / f"cpu-{size}"
+    towers = build_towers(run_profile(TrainConfig(image_size=size)), None, None)
+    export_model(towers, directory, {"trained": False, "note": "bench_encoders --sizes"})
+    encoder = Encoder.load(directory, intra_op_threads=threads)
+    spec = encoder.image_spec
+    data = photo_jpeg(*photo)
+    row: dict = {"size": size, "listings_per_s": {}}
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for n in batches:
+            titles = [TITLES[i % len(TITLES)] for i in range(n)]
+
+            def one_batch(n: int = n, titles: list[str] = titles) -> None:
+                pixels = list(pool.map(lambda d: preprocess.preprocess_image(d, spec), [data] * n))
+                encoder.encode(np.stack(pixels), titles)
+
+            row["listings_per_s"][n] = rate(one_batch, n, seconds)
+    return row
+
+
+def size_quality(size: int, data: Path, cache: Path, scratch: Path) -> dict:
+    """Held-out figures of the cpu recipe trained at ``size`` on ``data``."""
+    from encoders.train import TrainConfig, train
+
+    started = time.perf_counter()
+    report = train(data, scratch / f"run-{size}", TrainConfig(image_size=size), progress=False,
+                   cache_dir=cache)  # fmt: skip
+    ev = report["evaluation"]
+    return {
+        "features_seconds": report["features_seconds"],
+        "seconds": round(time.perf_counter() - started, 1),
+        "auc": ev["mismatch_roc_auc"],
+        "top1": ev["image_to_title_top1"]["accuracy"],
+        "recall": ev["recall_at_10"],
+    }
+
+
+def print_sizes(rows: list[dict], photo: tuple[int, int]) -> None:
+    batches = list(rows[0]["listings_per_s"])
+    print(f"\n## cpu profile by input size: listings/s with {photo[0]}x{photo[1]} JPEG decode")
+    head = ["size", *[f"b{n} listings/s" for n in batches]]
+    if "quality" in rows[0]:
+        head += ["AUC other-cat", "AUC same-cat", "AUC same-product", "img->title top-1",
+                 "image-only r@10", "multimodal r@10", "features s"]  # fmt: skip
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in rows:
+        cells = [str(r["size"]), *[f"{r['listings_per_s'][n]:.1f}" for n in batches]]
+        q = r.get("quality")
+        if q:
+            auc = q["auc"]
+            cells += [f"{auc.get(k, float('nan')):.3f}"
+                      for k in ("other_category", "same_category", "same_product")]  # fmt: skip
+            recall = q["recall"]
+            cells += [f"{q['top1']:.3f}", f"{recall['image_only']:.3f}",
+                      f"{recall['multimodal']:.3f}", f"{q['features_seconds']:.0f}"]  # fmt: skip
+        print("| " + " | ".join(cells) + " |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -238,12 +310,34 @@ def main() -> int:
         help="ORT intra-op threads and decode pool size",
     )
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--sizes", type=int, nargs="+", help="cpu-profile input sizes to compare")
+    parser.add_argument("--photo", default="800x600", help="JPEG size for --sizes (800x600)")
+    parser.add_argument("--quality", type=Path, help="data directory: train + evaluate per size")
+    parser.add_argument("--cache", type=Path, help="feature cache for --quality")
     parser.add_argument("--worker", nargs=2, metavar=("PROFILE", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         profile, directory = args.worker
         batches = args.batches or DEFAULT_BATCHES.get(profile, [1, 8])
         print(json.dumps(worker(profile, Path(directory), batches, args.seconds, args.threads)))
+        return 0
+    if args.sizes:
+        photo = tuple(int(v) for v in args.photo.lower().split("x"))
+        rows = []
+        with tempfile.TemporaryDirectory(prefix="vitrine-bench-") as scratch:
+            for size in args.sizes:
+                print(f"measuring cpu at {size} px ...", file=sys.stderr)
+                batches = args.batches or [1, 32, 128]
+                row = size_row(size, Path(scratch), photo, args.seconds, args.threads, batches)  # type: ignore[arg-type]
+                if args.quality:
+                    cache = args.cache or Path(scratch) / "cache"
+                    row["quality"] = size_quality(size, args.quality, cache, Path(scratch))
+                rows.append(row)
+        print("# encoders benchmark: input sizes")
+        print(json.dumps(machine()))
+        print_sizes(rows, photo)  # type: ignore[arg-type]
+        if args.json:
+            args.json.write_text(json.dumps({"machine": machine(), "sizes": rows}, indent=2) + "\n")
         return 0
     dirs = dict(item.split("=", 1) for item in args.model)
     results = []

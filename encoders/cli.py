@@ -143,6 +143,9 @@ def _train_args(
     parser.add_argument(
         "--no-cache", action="store_true", help="recompute tower features instead of caching"
     )
+    parser.add_argument(
+        "--image-size", type=int, help="override the profile's image crop in pixels (cpu: 192)"
+    )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
 
 
@@ -162,6 +165,7 @@ def _train_config(args: argparse.Namespace) -> Any:
         text_model=args.text_model,
         image_weights=args.image_weights,
         finetune_last_stage=args.finetune_last_stage,
+        image_size=args.image_size,
     )
 
 
@@ -195,9 +199,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _build(args: argparse.Namespace) -> int:
     from encoders.export import export_model
-    from encoders.profiles import get_profile
     from encoders.towers import build_towers
-    from encoders.train import format_report, load_checkpoint, train
+    from encoders.train import format_report, load_checkpoint, run_profile, train
 
     out = args.out or _settings().resolved_model_dir
     training: dict[str, Any]
@@ -214,7 +217,8 @@ def _build(args: argparse.Namespace) -> int:
         training = {"trained": True, "evaluation": report["evaluation"], "config": report["config"]}
     else:
         log.warning("no --checkpoint or --data: exporting an untrained fusion (demo/bench only)")
-        towers = build_towers(get_profile(args.profile), args.text_model, args.image_weights)
+        profile = run_profile(_train_config(args))
+        towers = build_towers(profile, args.text_model, args.image_weights)
         training = {"trained": False, "image_weights": bool(args.image_weights)}
     manifest = export_model(towers, out, training)
     print(f"model {manifest.model_version} written to {out}")

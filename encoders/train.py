@@ -16,7 +16,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,18 @@ class TrainConfig:
     image_weights: str | None = None  # state dict to start the image trunk from
     finetune_last_stage: bool = False
     tail_lr_scale: float = 0.1  # the pretrained last stage moves slower than the fresh fusion
+    image_size: int | None = None  # override the profile's crop (resize keeps its 8:7 ratio)
+
+
+def run_profile(config: TrainConfig) -> Profile:
+    """The profile a run trains: the named one, with ``image_size`` overridden if given."""
+    profile = get_profile(config.profile)
+    if config.image_size is None or config.image_size == profile.image_size:
+        return profile
+    if config.image_size < 32:
+        raise ModelError("image_size must be at least 32", reason="bad_input")
+    resize = round(config.image_size * profile.resize / profile.image_size)
+    return replace(profile, image_size=config.image_size, resize=resize)
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -203,7 +215,7 @@ def train(
     started = time.monotonic()
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    profile = get_profile(config.profile)
+    profile = run_profile(config)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = load_data(data_dir)
     towers = build_towers(profile, config.text_model, config.image_weights)

@@ -41,7 +41,7 @@ def test_synth_train_build_serve(tmp_path: Path, tiny_bert_dir: Path, capsys) ->
     data, run, model = tmp_path / "data", tmp_path / "run", tmp_path / "model"
     assert _run("synth", "--out", str(data), "--listings", "160", "--image-size", "72") == 0
     common = ["--profile", "tiny", "--epochs", "1", "--batch-size", "8",
-              "--text-model", str(tiny_bert_dir)]  # fmt: skip
+              "--text-model", str(tiny_bert_dir), "--no-cache"]  # fmt: skip
     assert _run("train", "--data", str(data), "--out", str(run), *common) == 0
     report = json.loads((run / "report.json").read_text())
     assert set(report["evaluation"]["recall_at_10"]) == {

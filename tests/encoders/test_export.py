@@ -16,6 +16,26 @@ def test_onnx_runtime_matches_torch(tiny_model) -> None:
     assert result["image_min_cosine"] >= PARITY_MIN_COSINE
     assert result["text_min_cosine"] >= PARITY_MIN_COSINE
     assert result["mismatch_max_abs_diff"] < 1e-4
+    assert result["image_projection_min_cosine"] >= PARITY_MIN_COSINE
+    assert result["text_projection_min_cosine"] >= PARITY_MIN_COSINE
+
+
+def test_pretrained_efficientnet_model_exports_with_parity(tmp_path, tiny_bert_dir) -> None:
+    """The cpu profile's image graph (EfficientNet-Lite0, real weights) at a small input size."""
+    from dataclasses import replace
+
+    from encoders.export import export_model
+    from encoders.profiles import get_profile
+    from encoders.towers import build_towers
+
+    profile = replace(get_profile("cpu"), name="tiny", image_size=64, resize=72, hidden_dim=32)
+    towers = build_towers(profile, str(tiny_bert_dir), None)
+    manifest = export_model(towers, tmp_path)
+    parity = manifest.training["parity"]
+    assert min(v for k, v in parity.items() if k.endswith("min_cosine")) >= PARITY_MIN_COSINE
+    assert manifest.image_feature_dim == 1280
+    assert manifest.image.mean == profile.pixel_mean_std[0]
+    assert manifest.architecture["image_weights"]["sha256"] == towers.image_weights["sha256"]
 
 
 def test_build_records_parity_in_the_manifest(tiny_model) -> None:
@@ -30,6 +50,8 @@ def test_build_records_parity_in_the_manifest(tiny_model) -> None:
         ("image.onnx", ["pixels"]),
         ("text.onnx", ["input_ids", "attention_mask"]),
         ("fusion.onnx", ["image_features", "text_features"]),
+        ("image_projection.onnx", ["image_features"]),
+        ("text_projection.onnx", ["text_features"]),
     ],
 )
 def test_graphs_have_a_dynamic_batch_axis(tiny_model, name: str, inputs: list[str]) -> None:

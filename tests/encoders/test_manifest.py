@@ -17,7 +17,12 @@ def test_manifest_round_trips(tiny_model) -> None:
     assert Manifest.from_dict(json.loads(json.dumps(manifest.to_dict()))) == manifest
     assert manifest.model_version == version_from_files(manifest.profile, manifest.files)
     assert manifest.embedding_dim == 32
-    assert set(manifest.files) == {"image", "text", "fusion", "tokenizer"}
+    assert set(manifest.files) == {
+        "image", "text", "fusion", "tokenizer", "image_projection", "text_projection"
+    }  # fmt: skip
+    assert manifest.shared_space["image"] == "image_projection"
+    assert manifest.shared_space["text"] == "text_projection"
+    assert manifest.shared_space["dim"] == 48
     for entry in manifest.files.values():
         assert sha256_file(tiny_model.directory / entry.path) == entry.sha256
 
@@ -58,12 +63,21 @@ def test_missing_directory(tmp_path: Path) -> None:
     [
         lambda m: m.pop("embedding_dim"),
         lambda m: m.update(format_version=99),
+        lambda m: m["shared_space"].update(image="nowhere"),
         lambda m: m["files"].pop("tokenizer"),
         lambda m: m["files"]["image"].update(path="../../etc/passwd"),
         lambda m: m["image"].update(size="big"),
         lambda m: m.update(embedding_dim=0),
     ],
-    ids=["no-dim", "future-format", "no-tokenizer", "escaping-path", "bad-size", "zero-dim"],
+    ids=[
+        "no-dim",
+        "future-format",
+        "shared-role-unknown",
+        "no-tokenizer",
+        "escaping-path",
+        "bad-size",
+        "zero-dim",
+    ],
 )
 def test_invalid_manifest(model_copy: Path, damage) -> None:
     path = model_copy / "manifest.json"

@@ -162,3 +162,27 @@ def test_serving_path_imports_and_encodes_without_torch(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("ok ")
+
+
+def test_shared_space_queries_by_photo_and_by_text(tiny_model) -> None:
+    encoder = Encoder.load(tiny_model.directory)
+    assert encoder.has_shared_space
+    s = encoder.image_spec.size
+    images = np.random.default_rng(0).normal(size=(3, 3, s, s)).astype(np.float32)
+    by_photo = encoder.image_embedding(images)
+    by_text = encoder.text_embedding(["red sneakers", "a blue watch", "guitar"])
+    dim = encoder.manifest.shared_space["dim"]
+    assert by_photo.shape == (3, dim) and by_text.shape == (3, dim)
+    np.testing.assert_allclose(np.linalg.norm(by_photo, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(by_text, axis=1), 1.0, rtol=1e-5)
+
+
+def test_fuse_pairs_any_cover_with_any_title(tiny_model) -> None:
+    encoder = Encoder.load(tiny_model.directory)
+    s = encoder.image_spec.size
+    images = np.random.default_rng(1).normal(size=(2, 3, s, s)).astype(np.float32)
+    titles = ["red sneakers", "a blue watch"]
+    whole = encoder.encode(images, titles)
+    parts = encoder.fuse(encoder.image_features(images), encoder.text_features(titles))
+    np.testing.assert_allclose(parts.embeddings, whole.embeddings, atol=1e-6)
+    np.testing.assert_allclose(parts.mismatch, whole.mismatch, atol=1e-6)
