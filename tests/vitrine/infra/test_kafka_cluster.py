@@ -1,6 +1,6 @@
 """A three-broker cluster started by `LocalKafka`: one broker SIGKILLed mid-stream and restarted.
 
-The embedder runs as a black box (`python -m vitrine.cli embedder`); events are produced with
+The embedder runs as a black box (`python -m app.cli embedder`); events are produced with
 the project's producer settings (idempotent, acks=all) to topics of replication 3 and
 min.insync.replicas 2. After the broker comes back: every acknowledged event is reflected in
 Milvus exactly once at its final version (no loss, no duplicate, no stale row), the consumer
@@ -60,7 +60,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny model directory in the real format (random linear towers)."""
-    from streams.testing import build_stub_model
+    from tests.stub_model import build_stub_model
 
     return build_stub_model(tmp_path_factory.mktemp("model") / "stub")
 
@@ -173,7 +173,7 @@ def test_a_broker_killed_mid_stream_loses_nothing(
 
     log = (tmp_path / "embedder.log").open("ab")
     embedder = subprocess.Popen(
-        [sys.executable, "-m", "vitrine.cli", "embedder"],
+        [sys.executable, "-m", "app.cli", "embedder"],
         env=_embedder_env(settings),
         stdout=log,
         stderr=subprocess.STDOUT,
