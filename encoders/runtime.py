@@ -33,6 +33,9 @@ class EncodeResult:
 
     embeddings: np.ndarray  # float32 [N, D], L2-normalised
     mismatch: np.ndarray  # float32 [N], P(no click) in [0, 1]
+    #: float32 [N, shared_dim]: the covers in the shared image-title space (query by photo and
+    #: by text); None for a model without that space.
+    image_vectors: np.ndarray | None = None
 
 
 def choose_providers(requested: Sequence[str] | None, available: Sequence[str]) -> list[str]:
@@ -207,4 +210,9 @@ class Encoder:
             return EncodeResult(
                 np.zeros((0, self.manifest.embedding_dim), np.float32), np.zeros(0, np.float32)
             )
-        return self.fuse(self.image_features(images), self.text_features(titles))
+        image_features = self.image_features(images)
+        fused = self.fuse(image_features, self.text_features(titles))
+        if not self.has_shared_space:
+            return fused
+        covers = self.project_image_features(image_features).astype(np.float32)
+        return EncodeResult(fused.embeddings, fused.mismatch, covers)

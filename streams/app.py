@@ -185,7 +185,10 @@ class Embedder:
             self.encoder = await runner.run(Encoder.load, settings.resolved_model_dir)
         encoder = self.encoder
         metrics.MODEL.labels(model_version=encoder.manifest.model_version).set(1)
-        sink = MilvusSink.for_settings(settings, encoder.manifest.embedding_dim, runner)
+        shared_dim = encoder.manifest.shared_space.get("dim") if encoder.has_shared_space else None
+        sink = MilvusSink.for_settings(
+            settings, encoder.manifest.embedding_dim, runner, shared_dim=shared_dim
+        )
         await sink.open()
         fetcher = ImageFetcher(settings)
         (settings.home / "faust").mkdir(parents=True, exist_ok=True)  # faust's mkdir has no parents

@@ -39,6 +39,7 @@ from streams.records import Work
 from streams.settings import EmbedderSettings
 from streams.sink import Mutation, VectorSink
 from streams.state import PendingStates, StateStore
+from vitrine.vectorstore import IMAGE_VECTOR_FIELD
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,8 @@ class Checkpoint:
             else:
                 work.embedding = np.asarray(row["embedding"], dtype=np.float32)
                 work.mismatch = float(row["mismatch_score"])
+                if row.get(IMAGE_VECTOR_FIELD) is not None:
+                    work.image_vector = np.asarray(row[IMAGE_VECTOR_FIELD], dtype=np.float32)
         if missing:
             # The row vanished (another writer, a wiped collection): embed it again.
             for work in missing:
@@ -206,6 +209,11 @@ class Checkpoint:
         row = {
             "listing_id": event.listing_id,
             "embedding": work.embedding.tolist(),
+            **(
+                {IMAGE_VECTOR_FIELD: work.image_vector.tolist()}
+                if work.image_vector is not None
+                else {}
+            ),
             "mismatch_score": float(work.mismatch or 0.0),
             "category": event.category or "",
             "price": float(event.price.amount),

@@ -310,6 +310,8 @@ class Pipeline:
         for i, work in enumerate(todo):
             work.embedding = result.embeddings[i]
             work.mismatch = float(result.mismatch[i])
+            if result.image_vectors is not None:
+                work.image_vector = result.image_vectors[i]
             work.tensor = None
 
     async def _reembed(self, works: list[Work]) -> None:

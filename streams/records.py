@@ -38,6 +38,7 @@ class Work:
     unchanged: bool = False
     embedding: np.ndarray | None = None
     mismatch: float | None = None
+    image_vector: np.ndarray | None = None  # the cover in the model's shared space, if it has one
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -17,11 +17,14 @@ from typing import Any, Protocol, TypeVar
 from streams import metrics
 from streams.executor import BlockingRunner
 from vitrine.vectorstore import (
+    IMAGE_VECTOR_FIELD,
     SCALAR_FIELDS,
     CollectionLayout,
+    CollectionMismatch,
     VectorStoreError,
     connect,
     ensure_collection,
+    vector_dims,
 )
 
 log = logging.getLogger(__name__)
@@ -93,21 +96,47 @@ class MilvusSink:
         self._backoff_max = backoff_max_s
         self._client: Any = None
         self.stopping = False
+        #: Whether the collection has the cover-vector field (known after :meth:`open`).
+        self.stores_covers = layout.shared_dim is not None
 
     @classmethod
-    def for_settings(cls, settings: Any, dim: int, runner: BlockingRunner) -> MilvusSink:
-        """A sink on the configured Milvus and collection."""
+    def for_settings(
+        cls, settings: Any, dim: int, runner: BlockingRunner, shared_dim: int | None = None
+    ) -> MilvusSink:
+        """A sink on the configured Milvus and collection; ``shared_dim``: the model's shared
+        image-title space, whose cover vectors a new collection stores too."""
         return cls(
             lambda: connect(settings),
-            CollectionLayout.for_settings(settings, dim),
+            CollectionLayout.for_settings(settings, dim, shared_dim),
             runner,
             settings.milvus_backoff_s,
             settings.milvus_backoff_max_s,
         )
 
     async def open(self) -> None:
-        """Connect and create or load the collection (retried like every call)."""
+        """Connect and create or load the collection (retried like every call).
+
+        A collection created before the model had a shared space keeps working without cover
+        vectors (text and photo queries then answer ``no_shared_space``); a collection that
+        stores them cannot take rows of a model without one.
+        """
         await self._retry("open", lambda client: ensure_collection(client, self._layout))
+        name = self._layout.name
+        described = await self._retry("describe", lambda c: c.describe_collection(name))
+        stored = vector_dims(described).get(IMAGE_VECTOR_FIELD)
+        if stored is not None and self._layout.shared_dim is None:
+            raise CollectionMismatch(
+                f"collection {self._layout.name!r} stores cover vectors in a shared image-title "
+                "space but the model has none; use another VITRINE_MILVUS_COLLECTION"
+            )
+        if stored is None and self._layout.shared_dim is not None:
+            log.warning(
+                "collection %s has no %s field (created by an older model): cover vectors are "
+                "not stored and text and photo queries cannot be answered from it",
+                self._layout.name,
+                IMAGE_VECTOR_FIELD,
+            )
+        self.stores_covers = stored is not None
 
     def _connected(self) -> Any:
         if self._client is None:
@@ -138,6 +167,8 @@ class MilvusSink:
         unique = newest_per_listing(mutations)
         deletes = [m.listing_id for m in unique if m.row is None]
         rows = [m.row for m in unique if m.row is not None]
+        if not self.stores_covers:
+            rows = [{k: v for k, v in row.items() if k != IMAGE_VECTOR_FIELD} for row in rows]
         name = self._layout.name
         started = time.perf_counter()
         tokens: dict[str, int | None] = {}
@@ -155,8 +186,8 @@ class MilvusSink:
         if not listing_ids:
             return {}
         ids = list(listing_ids)
+        fields = [*ROW_FIELDS, IMAGE_VECTOR_FIELD] if self.stores_covers else list(ROW_FIELDS)
         rows = await self._retry(
-            "query",
-            lambda c: c.query(self._layout.name, ids=ids, output_fields=list(ROW_FIELDS)),
+            "query", lambda c: c.query(self._layout.name, ids=ids, output_fields=fields)
         )
         return {row["listing_id"]: dict(row) for row in rows}

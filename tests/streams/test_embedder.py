@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -46,3 +47,33 @@ def test_two_thousand_mixed_events(
     assert scenario.committed(settings, settings.topic_partitions) == ends
     embedded = read_all(settings, settings.topic_embedded)
     assert embedded, "no embedded events published"
+    assert_cover_vectors(settings, image_server, sc)
+
+
+def assert_cover_vectors(settings: EmbedderSettings, server: ImageServer, sc: Any) -> None:
+    """Every live row carries its cover in the model's shared space: the image tower and its
+    head applied to the cover it was written with (the scenario has five covers)."""
+    import numpy as np
+
+    from encoders.preprocess import preprocess_image
+    from encoders.runtime import Encoder
+    from vitrine.vectorstore import connect
+
+    encoder = Encoder.load(settings.resolved_model_dir)
+    covers = [server.images[f"/c{i}.png"] for i in range(len(scenario.COLOURS))]
+    pixels = np.stack([preprocess_image(c, encoder.image_spec) for c in covers])
+    expected = encoder.image_embedding(pixels)
+    client = connect(settings)
+    try:
+        rows = client.query(
+            settings.milvus_collection,
+            ids=sorted(sc.final),
+            output_fields=["listing_id", "image_vector"],
+        )
+    finally:
+        client.close()
+    assert len(rows) == len(sc.final)
+    for row in rows:
+        vector = np.asarray(row["image_vector"], np.float32)
+        distances = np.abs(expected - vector).max(axis=1)
+        assert distances.min() < 1e-4, (row["listing_id"], distances)
