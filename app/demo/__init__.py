@@ -76,6 +76,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="recall worker /metrics port, 0 = off (9465)",
     )
     demo.add_argument(
+        "--explorer-port",
+        type=int,
+        default=8765,
+        help="port of the recall explorer page, 0 = do not start it (8765)",
+    )
+    demo.add_argument(
         "--drain-timeout",
         type=float,
         default=60.0,
@@ -120,6 +126,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         train_epochs=args.train_epochs,
         embedder_metrics_port=args.embedder_metrics_port,
         recall_metrics_port=args.recall_metrics_port,
+        explorer_port=args.explorer_port,
         summary_json=args.summary_json,
         quiet=args.quiet,
     )

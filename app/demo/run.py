@@ -41,6 +41,7 @@ class DemoOptions:
     train_epochs: int = 8
     embedder_metrics_port: int = 9464
     recall_metrics_port: int = 9465
+    explorer_port: int = 8765
     summary_json: Path | None = None
     quiet: bool = False
 
@@ -369,8 +370,23 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
         )
         services.append(recall_worker)
         say(f"Starting the embedder (model {model_version}) and the recall worker; logs in {logs}")
+        if options.explorer_port:
+            metrics_url = (
+                f"http://127.0.0.1:{options.embedder_metrics_port}/metrics"
+                if options.embedder_metrics_port
+                else ""
+            )
+            explorer = ServiceProcess(
+                "explorer",
+                ["explorer", "--port", str(options.explorer_port)],
+                {**env, "VITRINE_METRICS_PORT": "0", "VITRINE_EXPLORER_METRICS_URL": metrics_url},
+                logs / "explorer.log",
+            )
+            services.append(explorer)
         wait_for_group(settings, settings.app_id, embedder)
         wait_for_group(settings, recall_settings.recall_group_id, recall_worker)
+        if options.explorer_port:
+            say(f"  explorer: http://127.0.0.1:{options.explorer_port}/ (open it in a browser)")
         for name, port in (
             ("embedder", options.embedder_metrics_port),
             ("recall", options.recall_metrics_port),

@@ -70,6 +70,7 @@ class DemoRun:
     ports: dict[str, int]
     live_metrics: dict[str, str] = field(default_factory=dict)
     prometheus: dict[str, float] = field(default_factory=dict)
+    explorer: dict[str, Any] = field(default_factory=dict)  # its /api/live while the demo ran
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,8 @@ def demo_run(
 ) -> DemoRun:
     tmp = tmp_path_factory.mktemp("demo")
     name = f"t_demo_{os.getpid()}_{int(time.time())}"
-    ports = {"embedder": free_port(), "recall": free_port(), "prometheus": free_port()}
+    ports = {"embedder": free_port(), "recall": free_port(), "prometheus": free_port(),
+             "explorer": free_port()}  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("VITRINE_")}
     env.update(
         VITRINE_KAFKA_BOOTSTRAP=kafka,
@@ -115,6 +117,7 @@ def demo_run(
          "--recall-every", "2", "--model-dir", str(model),
          "--embedder-metrics-port", str(ports["embedder"]),
          "--recall-metrics-port", str(ports["recall"]),
+         "--explorer-port", str(ports["explorer"]),
          "--summary-json", str(summary_path), "--quiet"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
@@ -144,7 +147,17 @@ def demo_run(
             }
             if fresh > 0 and asked > 0:
                 run.live_metrics = {"embedder": embedder, "recall": recall}
-            if run.live_metrics and all(value > 0 for value in run.prometheus.values()):
+            try:
+                live = json.loads(http_get(f"http://127.0.0.1:{ports['explorer']}/api/live"))
+                if live.get("catalog_listings") and live.get("freshness_p50_seconds"):
+                    run.explorer = live
+            except (OSError, ValueError):
+                pass
+            if (
+                run.live_metrics
+                and run.explorer
+                and all(value > 0 for value in run.prometheus.values())
+            ):
                 break
         output, _ = demo.communicate(timeout=240)
         assert demo.returncode == 0, output
@@ -242,6 +255,13 @@ def test_dashboard_names_only_exported_metrics(demo_run: DemoRun) -> None:
     assert queried, "the dashboard queries no Vitrine metric"
     missing = sorted(queried - exported)
     assert not missing, f"dashboard queries metrics nobody exports: {missing}"
+
+
+def test_the_explorer_ran_with_the_demo(demo_run: DemoRun) -> None:
+    # The page knew the demo's listings and read the embedder's freshness from its metrics.
+    assert demo_run.explorer["catalog_listings"] > 0
+    assert demo_run.explorer["freshness_p50_seconds"] > 0
+    assert demo_run.explorer["error"] is None
 
 
 def test_demo_stopped_what_it_started(demo_run: DemoRun) -> None:
