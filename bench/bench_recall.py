@@ -3,9 +3,10 @@ Milvus kinds side by side in one run.
 
 For each kind (milvus-lite and Milvus standalone; the one not configured is started privately
 under VITRINE_HOME/bench-<kind> on VITRINE_MILVUS_PORT+20 and stopped at the end) it builds a
-dedicated collection of N random listings (default 100k, 256-d) with the index the project uses
-there (lite: FLAT; server: HNSW), waits until the index is built and loaded, measures the
-index's recall@10 against exact search (numpy), starts one `vitrine recall` worker subprocess on
+dedicated collection of N random listings (default 100k, 256-d, clustered) with the index the
+project uses there (lite: FLAT, IVF_FLAT once large; server: HNSW), waits until the index is
+built and loaded, measures the index's recall@10 against exact search (numpy), starts one
+`vitrine recall` worker subprocess on
 two dedicated topics, then runs the same queries at the same fixed rate, open loop (latency
 counted from each request's scheduled send time, so a stall is not hidden by sending less):
 
@@ -45,6 +46,7 @@ from vitrine.settings import load  # noqa: E402
 from vitrine.vectorstore import (  # noqa: E402
     CollectionLayout,
     ensure_collection,
+    ensure_lite_ann_index,
     search_params,
 )
 
@@ -300,6 +302,8 @@ def run_kind(kind: str, args, infra) -> dict:
     try:
         log(f"[{kind}] building {collection}: {args.items:,} x {args.dim}-d, {layout.index_type}")
         corpus = build_collection(client, layout, args.items, args.batch)
+        if kind == "lite":  # what the embedder's start-up does on a large lite collection
+            layout = CollectionLayout(collection, args.dim, ensure_lite_ann_index(client, layout))
         index = wait_index(client, layout, args.items)
         centres = np.random.default_rng(1).standard_normal((CLUSTERS, args.dim))
         queries = clustered(np.random.default_rng(7), centres, 4096)  # new listings, same shape
