@@ -296,7 +296,7 @@ def run_kind(kind: str, args, infra) -> dict:
         ],
     )
     client = open_client(endpoint.uri, timeout_s=120)
-    worker = None
+    workers: list[subprocess.Popen[bytes]] = []
     result: dict = {"kind": kind}
     layout = CollectionLayout(collection, args.dim, "FLAT" if kind == "lite" else "HNSW")
     try:
@@ -328,9 +328,12 @@ def run_kind(kind: str, args, infra) -> dict:
             "VITRINE_RECALL_GROUP_ID": settings.recall_group_id,
             "VITRINE_METRICS_PORT": "0",
         }
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "vitrine.cli", "--log-level", "WARNING", "recall"], env=env
-        )
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "vitrine.cli", "--log-level", "WARNING", "recall"], env=env
+            )
+            for _ in range(args.workers)
+        ]
         consistency = settings.recall_consistency_level
         log(f"[{kind}] direct search, {consistency}: {args.rate:g}/s for {args.duration:g} s")
         result["direct"] = direct_phase(client, layout, queries, args, consistency)
@@ -338,8 +341,9 @@ def run_kind(kind: str, args, infra) -> dict:
         result["recall"] = asyncio.run(recall_phase(settings, queries, args))
         result["kafka_overhead_p50_ms"] = result["recall"]["p50_ms"] - result["direct"]["p50_ms"]
     finally:
-        if worker is not None:
+        for worker in workers:
             worker.terminate()
+        for worker in workers:
             worker.wait(timeout=30)
         if not args.keep:
             client.drop_collection(collection)
@@ -367,6 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-k", type=int, default=10, help="results per request")
     parser.add_argument("--filtered", action="store_true", help="add a category filter")
     parser.add_argument("--batch", type=int, default=2000, help="rows per insert call")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="recall worker replicas (one consumer group)"
+    )
     parser.add_argument("--json", type=Path, help="write the results here as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the collections and topics")
     args = parser.parse_args(argv)
@@ -386,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         "k": args.k,
         "filtered": args.filtered,
         "kafka_brokers": infra.kafka_brokers,
+        "recall_workers": args.workers,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
         "load_average_at_end": os.getloadavg(),
     }
