@@ -3,9 +3,10 @@ Milvus kinds side by side in one run.
 
 For each kind (milvus-lite and Milvus standalone; the one not configured is started privately
 under VITRINE_HOME/bench-<kind> on VITRINE_MILVUS_PORT+20 and stopped at the end) it builds a
-dedicated collection of N random listings (default 100k, 256-d) with the index the project uses
-there (lite: FLAT; server: HNSW), waits until the index is built and loaded, measures the
-index's recall@10 against exact search (numpy), starts one `vitrine recall` worker subprocess on
+dedicated collection of N random listings (default 100k, 256-d, clustered) with the index the
+project uses there (lite: FLAT, IVF_FLAT once large; server: HNSW), waits until the index is
+built and loaded, measures the index's recall@10 against exact search (numpy), starts one
+`vitrine recall` worker subprocess on
 two dedicated topics, then runs the same queries at the same fixed rate, open loop (latency
 counted from each request's scheduled send time, so a stall is not hidden by sending less):
 
@@ -45,10 +46,23 @@ from vitrine.settings import load  # noqa: E402
 from vitrine.vectorstore import (  # noqa: E402
     CollectionLayout,
     ensure_collection,
+    ensure_lite_ann_index,
     search_params,
 )
 
 CATEGORIES = ("shoes", "bags", "watches", "toys", "home", "garden", "books", "phones")
+#: Listings form neighbourhoods (similar products): vectors are drawn around CLUSTERS centres.
+#: I.i.d. Gaussian vectors have no neighbourhoods in 256-d — every point is about as far as
+#: any other — so an ANN index's recall on them says nothing about real embeddings.
+CLUSTERS = 2000
+SPREAD = 0.5
+
+
+def clustered(rng: np.random.Generator, centres: np.ndarray, n: int) -> np.ndarray:
+    """``n`` float32 vectors, each a random centre plus Gaussian noise of SPREAD per axis."""
+    picks = rng.integers(0, len(centres), n)
+    noise = rng.standard_normal((n, centres.shape[1]))
+    return (centres[picks] + SPREAD * noise).astype(np.float32)
 
 
 def log(message: str) -> None:
@@ -67,14 +81,15 @@ def percentiles(latencies_s: list[float]) -> dict[str, float]:
 
 
 def build_collection(client, layout: CollectionLayout, items: int, batch: int) -> np.ndarray:
-    """Insert ``items`` random rows; return their L2-normalised vectors (for exact search)."""
+    """Insert ``items`` clustered rows; return their L2-normalised vectors (exact search)."""
     ensure_collection(client, layout)
     rng = np.random.default_rng(42)
+    centres = np.random.default_rng(1).standard_normal((CLUSTERS, layout.dim))
     started = time.monotonic()
     normalised = np.empty((items, layout.dim), dtype=np.float32)
     for start in range(0, items, batch):
         n = min(batch, items - start)
-        vectors = rng.standard_normal((n, layout.dim)).astype(np.float32)
+        vectors = clustered(rng, centres, n)
         normalised[start : start + n] = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
         rows = [
             {
@@ -281,14 +296,17 @@ def run_kind(kind: str, args, infra) -> dict:
         ],
     )
     client = open_client(endpoint.uri, timeout_s=120)
-    worker = None
+    workers: list[subprocess.Popen[bytes]] = []
     result: dict = {"kind": kind}
     layout = CollectionLayout(collection, args.dim, "FLAT" if kind == "lite" else "HNSW")
     try:
         log(f"[{kind}] building {collection}: {args.items:,} x {args.dim}-d, {layout.index_type}")
         corpus = build_collection(client, layout, args.items, args.batch)
+        if kind == "lite":  # what the embedder's start-up does on a large lite collection
+            layout = CollectionLayout(collection, args.dim, ensure_lite_ann_index(client, layout))
         index = wait_index(client, layout, args.items)
-        queries = np.random.default_rng(7).standard_normal((4096, args.dim)).astype(np.float32)
+        centres = np.random.default_rng(1).standard_normal((CLUSTERS, args.dim))
+        queries = clustered(np.random.default_rng(7), centres, 4096)  # new listings, same shape
         recall_at_k = measure_recall(client, layout, corpus, queries[:200], args.k)
         del corpus
         result["index"] = {
@@ -310,9 +328,12 @@ def run_kind(kind: str, args, infra) -> dict:
             "VITRINE_RECALL_GROUP_ID": settings.recall_group_id,
             "VITRINE_METRICS_PORT": "0",
         }
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "--log-level", "WARNING", "recall"], env=env
-        )
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "--log-level", "WARNING", "recall"], env=env
+            )
+            for _ in range(args.workers)
+        ]
         consistency = settings.recall_consistency_level
         log(f"[{kind}] direct search, {consistency}: {args.rate:g}/s for {args.duration:g} s")
         result["direct"] = direct_phase(client, layout, queries, args, consistency)
@@ -320,8 +341,9 @@ def run_kind(kind: str, args, infra) -> dict:
         result["recall"] = asyncio.run(recall_phase(settings, queries, args))
         result["kafka_overhead_p50_ms"] = result["recall"]["p50_ms"] - result["direct"]["p50_ms"]
     finally:
-        if worker is not None:
+        for worker in workers:
             worker.terminate()
+        for worker in workers:
             worker.wait(timeout=30)
         if not args.keep:
             client.drop_collection(collection)
@@ -349,6 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-k", type=int, default=10, help="results per request")
     parser.add_argument("--filtered", action="store_true", help="add a category filter")
     parser.add_argument("--batch", type=int, default=2000, help="rows per insert call")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="recall worker replicas (one consumer group)"
+    )
     parser.add_argument("--json", type=Path, help="write the results here as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the collections and topics")
     args = parser.parse_args(argv)
@@ -368,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         "k": args.k,
         "filtered": args.filtered,
         "kafka_brokers": infra.kafka_brokers,
+        "recall_workers": args.workers,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
         "load_average_at_end": os.getloadavg(),
     }

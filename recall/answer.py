@@ -14,8 +14,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from schemas import ContractError, RecallReply, RecallRequest, RecallStatus, parse_json
+from pydantic import ValidationError
+
+from schemas import ContractError, RecallReply, RecallRequest, RecallStatus, limits, parse_json
 from schemas.codec import from_payload
+from schemas.violations import from_model_error
 from vitrine.vectorstore import IMAGE_VECTOR_FIELD
 
 from . import metrics, replies
@@ -26,7 +29,6 @@ from .index import VectorIndex
 from .query_embedding import QueryEmbedder
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +47,35 @@ def decode(value: bytes | None) -> tuple[RecallRequest | None, ContractError | N
         return None, exc, None
     request_id = replies.salvage_request_id(payload)
     try:
-        return from_payload(payload, RecallRequest), None, request_id
+        return _request(payload), None, request_id
     except ContractError as exc:
         return None, exc, request_id
+
+
+def _request(payload: object) -> RecallRequest:
+    """The request of a parsed payload, with its query vector checked apart from jsonschema.
+
+    jsonschema checks an array item by item in Python: 2.3 ms for a 256-d vector, most of a
+    request's decode. The schema's whole rule for the vector (1..MAX_VECTOR_DIM JSON numbers)
+    is checked here in one pass, the rest of the payload by the schema with a stand-in vector,
+    and the model validates the real payload (every number a finite float). A vector that
+    breaks the rule goes through the schema as before, which names the violation.
+    """
+    query = payload.get("query") if isinstance(payload, dict) else None
+    vector = query.get("vector") if isinstance(query, dict) else None
+    if not (
+        isinstance(payload, dict)
+        and isinstance(query, dict)
+        and isinstance(vector, list)
+        and 1 <= len(vector) <= limits.MAX_VECTOR_DIM
+        and all(type(x) is float or type(x) is int for x in vector)
+    ):
+        return from_payload(payload, RecallRequest)
+    from_payload({**payload, "query": {**query, "vector": [0.0]}}, RecallRequest)
+    try:
+        return RecallRequest.model_validate(payload)
+    except ValidationError as exc:
+        raise from_model_error(RecallRequest.contract, exc) from exc
 
 
 class RecallAnswerer:

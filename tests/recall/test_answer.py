@@ -211,3 +211,33 @@ def test_write_token_round_trips_and_is_optional() -> None:
         payload["write_token"] = bad
         with pytest.raises(Exception, match="write_token"):
             decode_recall_request(json.dumps(payload).encode())
+
+
+@pytest.mark.parametrize(
+    "vector",
+    [
+        [0.5, -1, 2.0],
+        [],
+        [0.1] * 4097,
+        [0.1, "x"],
+        [0.1, True],
+        [0.1, None],
+        [1e308, 1e308 * 10],  # overflows to inf when parsed: the model refuses it
+        "not a list",
+    ],
+)
+def test_the_vector_fast_path_decides_like_the_full_decode(vector: object) -> None:
+    from recall.answer import decode
+    from schemas import ContractError, decode_recall_request
+
+    payload = {"schema_version": 1, "request_id": "r1", "k": 3, "query": {"vector": vector}}
+    raw = json.dumps(payload).encode()
+    got, error, _ = decode(raw)
+    try:
+        want, want_error = decode_recall_request(raw), None
+    except ContractError as exc:
+        want, want_error = None, exc
+    assert got == want
+    assert (error is None) == (want_error is None)
+    if error is not None and want_error is not None:
+        assert (error.reason, error.field) == (want_error.reason, want_error.field)

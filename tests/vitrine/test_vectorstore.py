@@ -62,3 +62,59 @@ def test_upsert_rows_returns_the_count_and_a_token_on_a_server(
     finally:
         client.drop_collection(unique_name)
         client.close()
+
+
+class _LiteClient:
+    """Records the calls ensure_lite_ann_index makes (a fake of the MilvusClient methods)."""
+
+    def __init__(self, index_type: str, rows: int) -> None:
+        self.index_type, self.rows, self.calls = index_type, rows, []
+
+    def list_indexes(self, name):
+        return ["embedding"]
+
+    def describe_index(self, name, index):
+        return {"field_name": "embedding", "index_type": self.index_type}
+
+    def query(self, name, filter, output_fields):
+        return [{"count(*)": self.rows}]
+
+    def prepare_index_params(self):
+        from pymilvus import MilvusClient
+
+        return MilvusClient.prepare_index_params()
+
+    def __getattr__(self, method):
+        return lambda *args, **kwargs: self.calls.append((method, args, kwargs))
+
+
+@pytest.mark.parametrize(
+    ("index_type", "rows", "want", "swapped"),
+    [
+        ("FLAT", 49_999, "FLAT", False),
+        ("FLAT", 50_000, "IVF_FLAT", True),
+        ("HNSW", 10**6, "HNSW", False),
+    ],
+)
+def test_lite_gets_an_ann_index_once_large(
+    index_type: str, rows: int, want: str, swapped: bool
+) -> None:
+    from vitrine.vectorstore import ensure_lite_ann_index
+
+    client = _LiteClient(index_type, rows)
+    assert ensure_lite_ann_index(client, CollectionLayout("c", 4, "FLAT")) == want
+    methods = [m for m, _, _ in client.calls]
+    if swapped:
+        assert methods == [
+            "flush",
+            "release_collection",
+            "drop_index",
+            "create_index",
+            "load_collection",
+        ]
+        index = client.calls[3][1][1]
+        [params] = [p for p in index]
+        assert params.index_type == "IVF_FLAT"
+        assert "nlist" in str(vars(params))  # pymilvus keeps the build params privately
+    else:
+        assert methods == []
