@@ -35,7 +35,11 @@ _STAGES = (
     (4, 5, 2, 6, 112, 192),
     (1, 3, 1, 6, 192, 320),
 )
-_BN = {"eps": 1e-3, "momentum": 0.01}
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    # TensorFlow's momentum 0.99 is torch's 0.01.
+    return nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01)
 
 
 class SamePadConv(nn.Conv2d):
@@ -65,11 +69,11 @@ class MBConv(nn.Module):
         self.expand = expand != 1
         if self.expand:
             self._expand_conv = SamePadConv(cin, mid, 1)
-            self._bn0 = nn.BatchNorm2d(mid, **_BN)
+            self._bn0 = _bn(mid)
         self._depthwise_conv = SamePadConv(mid, mid, kernel, stride, groups=mid)
-        self._bn1 = nn.BatchNorm2d(mid, **_BN)
+        self._bn1 = _bn(mid)
         self._project_conv = SamePadConv(mid, cout, 1)
-        self._bn2 = nn.BatchNorm2d(cout, **_BN)
+        self._bn2 = _bn(cout)
         self.skip = stride == 1 and cin == cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -102,7 +106,7 @@ class EfficientNetLiteTrunk(nn.Module):
 
         self.width = width
         self._conv_stem = SamePadConv(3, ch(32), 3, 2)
-        self._bn0 = nn.BatchNorm2d(ch(32), **_BN)
+        self._bn0 = _bn(ch(32))
         blocks: list[nn.Module] = []
         for repeats, kernel, stride, expand, cin, cout in _STAGES:
             for i in range(repeats):
@@ -112,7 +116,7 @@ class EfficientNetLiteTrunk(nn.Module):
         self._blocks = nn.ModuleList(blocks)
         self.split = StageSplit(len(blocks) - _STAGES[-1][0])
         self._conv_head = SamePadConv(ch(320), ch(1280), 1)
-        self._bn1 = nn.BatchNorm2d(ch(1280), **_BN)
+        self._bn1 = _bn(ch(1280))
         self.feature_dim = ch(1280)
 
     def body(self, x: torch.Tensor) -> torch.Tensor:

@@ -58,3 +58,13 @@ def test_synth_train_build_serve(tmp_path: Path, tiny_bert_dir: Path, capsys) ->
     assert encoder.manifest.training["trained"] is True
     assert "evaluation" in encoder.manifest.training
     assert "written to" in capsys.readouterr().out
+    # Served with ONNX Runtime, the held-out figures are those training reported.
+    assert _run("evaluate", "--model", str(model), "--data", str(data)) == 0
+    out = capsys.readouterr().out
+    assert "mismatch ROC-AUC" in out and "image->title top-1" in out
+    served = json.loads((model / "evaluation.json").read_text())["evaluation"]
+    assert served["test_listings"] == report["evaluation"]["test_listings"]
+    for kind, value in report["evaluation"]["mismatch_roc_auc"].items():
+        assert served["mismatch_roc_auc"][kind] == pytest.approx(value, abs=1e-3)
+    for name, value in report["evaluation"]["recall_at_10"].items():
+        assert served["recall_at_10"][name] == pytest.approx(value, abs=1e-3)

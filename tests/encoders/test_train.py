@@ -1,0 +1,53 @@
+"""The training recipe: frozen towers by default, optional last-stage fine-tuning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from encoders.synth import SynthConfig, generate
+from encoders.train import TrainConfig, load_checkpoint, run_profile, train
+
+
+@pytest.fixture(scope="module")
+def synth_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("train-data")
+    generate(out, SynthConfig(listings=160, seed=5, image_size=72), progress=False)
+    return out
+
+
+def _config(tiny_bert_dir: Path, **overrides: object) -> TrainConfig:
+    base = {"profile": "tiny", "epochs": 1, "batch_size": 8, "text_model": str(tiny_bert_dir)}
+    return TrainConfig(**{**base, **overrides})  # type: ignore[arg-type]
+
+
+def _trunk_after(run: Path) -> dict[str, torch.Tensor]:
+    towers, _ = load_checkpoint(run / "checkpoint.pt")
+    return towers.trunk.state_dict()
+
+
+def test_frozen_by_default_and_last_stage_fine_tuning(
+    synth_data: Path, tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    torch.manual_seed(0)
+    frozen = tmp_path / "frozen"
+    train(synth_data, frozen, _config(tiny_bert_dir, seed=1), progress=False)
+    tuned = tmp_path / "tuned"
+    report = train(
+        synth_data, tuned, _config(tiny_bert_dir, seed=1, finetune_last_stage=True),
+        progress=False, cache_dir=tmp_path / "cache",
+    )  # fmt: skip
+    assert report["config"]["finetune_last_stage"] is True
+    a, b = _trunk_after(frozen), _trunk_after(tuned)
+    # Both runs start from the same random trunk (seeded); only the tuned one moves layer4.
+    changed = {k for k in a if a[k].dtype.is_floating_point and not torch.equal(a[k], b[k])}
+    assert changed and all(k.startswith("layer4.") for k in changed)
+    assert list((tmp_path / "cache").glob("image-body-*.npy"))
+
+
+def test_image_size_override(tiny_bert_dir: Path) -> None:
+    profile = run_profile(_config(tiny_bert_dir, image_size=96))
+    assert (profile.image_size, profile.resize) == (96, 108)
+    assert run_profile(_config(tiny_bert_dir)).image_size == 64
