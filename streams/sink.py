@@ -24,6 +24,7 @@ from vitrine.vectorstore import (
     VectorStoreError,
     connect,
     ensure_collection,
+    upsert_rows,
     vector_dims,
 )
 
@@ -57,11 +58,12 @@ def newest_per_listing(mutations: Iterable[Mutation]) -> list[Mutation]:
 
 
 def write_token(result: Any) -> int | None:
-    """The Milvus timestamp of a delete or upsert, when the client's result carries one.
+    """The Milvus timestamp of a delete, when the client's result carries one.
 
-    pymilvus 2.6 ``MilvusClient.upsert``/``delete`` return counts, cost and ids but not the
-    mutation timestamp (``MutationResult.timestamp`` stays inside pymilvus), so today this is
-    None and embedded events omit ``write_token``; a client that returns ``timestamp`` fills it.
+    pymilvus 2.6 ``MilvusClient.delete`` returns counts, cost and ids but not the mutation
+    timestamp, so deletes carry no token today; upserts go through
+    :func:`vitrine.vectorstore.upsert_rows`, which returns it (a Milvus server gives one,
+    milvus-lite none).
     """
     token = result.get("timestamp") if isinstance(result, dict) else None
     return token if isinstance(token, int) and not isinstance(token, bool) and token >= 0 else None
@@ -176,8 +178,8 @@ class MilvusSink:
             result = await self._retry("delete", lambda c: c.delete(name, ids=deletes))
             tokens.update(dict.fromkeys(deletes, write_token(result)))
         if rows:
-            result = await self._retry("upsert", lambda c: c.upsert(name, rows))
-            tokens.update(dict.fromkeys((str(r["listing_id"]) for r in rows), write_token(result)))
+            _, token = await self._retry("upsert", lambda c: upsert_rows(c, name, rows))
+            tokens.update(dict.fromkeys((str(r["listing_id"]) for r in rows), token))
         metrics.STAGE_DURATION.labels(stage="upsert").observe(time.perf_counter() - started)
         return {listing: token for listing, token in tokens.items() if token is not None}
 
