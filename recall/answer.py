@@ -174,6 +174,17 @@ class RecallAnswerer:
                 elif request.query.vector is not None:
                     vector, limit = self._checked_vector(request.query.vector), request.k
                 else:
+                    if replies.deadline_passed(request, self._clock()):
+                        # Embedding a photo costs milliseconds; earlier ones may have used
+                        # up this request's time.
+                        out[i] = self._fail(
+                            batch[i],
+                            RecallStatus.EXPIRED,
+                            "deadline_passed",
+                            "deadline passed before the query could be embedded",
+                            request.request_id,
+                        )
+                        continue
                     vector, model = self._embedded(request)
                     # Only rows written by the same model share the query's space.
                     same_model = f"(model_version == {quote(model)})"

@@ -12,6 +12,8 @@ import base64
 import binascii
 import logging
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,37 +27,63 @@ from .errors import EmbeddingFailed, InvalidQuery
 
 log = logging.getLogger(__name__)
 
+#: A photo query may decode to at most this many pixels (a phone photo has ~12 M).
+QUERY_MAX_PIXELS = 16_000_000
+#: After a failed model load, queries are answered with that failure for this long before
+#: the next attempt: loading verifies checksums and opens five sessions, too costly per query.
+RETRY_LOAD_AFTER_S = 60.0
+
 
 class QueryEmbedder:
     """Loads the model on first use; thread-safe; raises :class:`InvalidQuery` for bad input
     (``empty_text``, ``not_an_image``, ``too_large``) and :class:`EmbeddingFailed` when the model
     cannot serve such queries (``model_unavailable``, ``no_shared_space``, ``encode_failed``)."""
 
-    def __init__(self, model_dir: Path, threads: int = 1) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        threads: int = 1,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._model_dir = model_dir
         self._threads = threads
+        self._monotonic = monotonic
         self._encoder: Encoder | None = None
+        self._failure: tuple[float, EmbeddingFailed] | None = None
         self._lock = threading.Lock()
 
     def encoder(self) -> Encoder:
-        """The model, loaded once."""
+        """The model, loaded once; a failed load is answered from memory for a while."""
         with self._lock:
-            if self._encoder is None:
-                try:
-                    encoder = Encoder.load(self._model_dir, intra_op_threads=self._threads)
-                except EncoderError as exc:
-                    raise EmbeddingFailed(
-                        f"cannot load the model at {self._model_dir}: {exc}",
-                        reason="model_unavailable",
-                    ) from exc
-                if not encoder.has_shared_space:
-                    raise EmbeddingFailed(
-                        f"model {encoder.manifest.model_version} has no shared image-title "
-                        "space; text and photo queries need a model trained with it",
-                        reason="no_shared_space",
-                    )
-                self._encoder = encoder
+            if self._encoder is not None:
+                return self._encoder
+            if self._failure is not None:
+                failed_at, failure = self._failure
+                if self._monotonic() - failed_at < RETRY_LOAD_AFTER_S:
+                    raise failure
+            try:
+                self._encoder = self._load()
+            except EmbeddingFailed as exc:
+                log.warning("text and photo queries unavailable: %s", exc)
+                self._failure = (self._monotonic(), exc)
+                raise
+            self._failure = None
             return self._encoder
+
+    def _load(self) -> Encoder:
+        try:
+            encoder = Encoder.load(self._model_dir, intra_op_threads=self._threads)
+        except EncoderError as exc:
+            raise EmbeddingFailed(
+                f"cannot load the model at {self._model_dir}: {exc}", reason="model_unavailable"
+            ) from exc
+        if not encoder.has_shared_space:
+            raise EmbeddingFailed(
+                f"model {encoder.manifest.model_version} has no shared image-title space; text "
+                "and photo queries need a model trained with it",
+                reason="no_shared_space",
+            )
+        return encoder
 
     @property
     def model_version(self) -> str:
@@ -64,10 +92,15 @@ class QueryEmbedder:
 
     def embed(self, query: RecallQuery) -> tuple[float, ...]:
         """The shared-space vector of a text or image query."""
-        if query.text is not None:
-            return self._embed_text(query.text)
-        if query.image is not None:
-            return self._embed_image(query.image)
+        try:
+            if query.text is not None:
+                return self._embed_text(query.text)
+            if query.image is not None:
+                return self._embed_image(query.image)
+        except (InvalidQuery, EmbeddingFailed):
+            raise
+        except Exception as exc:  # ONNX Runtime raises its own untyped errors
+            raise EmbeddingFailed(f"the model failed: {exc}", reason="encode_failed") from exc
         raise ValueError(f"not a text or image query: {query.kind}")
 
     def _embed_text(self, text: str) -> tuple[float, ...]:
@@ -88,7 +121,7 @@ class QueryEmbedder:
             raise InvalidQuery(_too_large(), reason="too_large")
         encoder = self.encoder()
         try:
-            pixels = preprocess_image(data, encoder.image_spec)
+            pixels = preprocess_image(data, encoder.image_spec, max_pixels=QUERY_MAX_PIXELS)
         except ImageError as exc:
             reason = "too_large" if exc.reason in ("too_large", "decompression_bomb") else None
             raise InvalidQuery(

@@ -19,8 +19,10 @@ MAX_LISTING_ID_CHARS = 64
 #: characters (C0, DEL, C1). It is only ever written into a filter as an escaped literal
 #: (``recall.filters.quote``). Milvus counts VARCHAR length in bytes, so the column allows
 #: 4 bytes per character.
-_PRINTABLE = r"[^\u0000-\u001f\u007f-\u009f]"
-CATEGORY_PATTERN = rf"^{_PRINTABLE}*[^\s\u0000-\u001f\u007f-\u009f]{_PRINTABLE}*$"
+#: Written so that it matches in linear time (leading whitespace, the first other character,
+#: then anything printable): a pattern like ``P*NP*`` backtracks quadratically on long input.
+_CONTROL = r"\u0000-\u001f\u007f-\u009f"
+CATEGORY_PATTERN = rf"^[^\S{_CONTROL}]*[^\s{_CONTROL}][^{_CONTROL}]*$"
 MAX_CATEGORY_CHARS = 128
 MAX_CATEGORY_BYTES = 4 * MAX_CATEGORY_CHARS
 EVENT_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"

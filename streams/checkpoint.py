@@ -160,7 +160,8 @@ class Checkpoint:
         missing = []
         for work in unchanged:
             row = rows.get(work.event.listing_id)  # type: ignore[union-attr]
-            if row is None:
+            if row is None or row.get("model_version") != self.model_version:
+                # Gone, or written by another model: its vectors are in another space.
                 missing.append(work)
             else:
                 work.embedding = np.asarray(row["embedding"], dtype=np.float32)

@@ -154,8 +154,10 @@ def ensure_collection(client: Any, layout: CollectionLayout) -> bool:
                     f"collection {layout.name!r} holds {have}-d {field} vectors but the model "
                     f"produces {want}-d; use another VITRINE_MILVUS_COLLECTION"
                 )
-        if not client.list_indexes(layout.name):  # a start that died before the index
-            _create_index(client, layout)
+        # A start that died before (some of) the indexes: index what the collection has.
+        missing = [f for f in dims if not client.list_indexes(layout.name, field_name=f)]
+        if missing:
+            _create_index(client, layout, missing)
         client.load_collection(layout.name)
         if layout.index_type == "FLAT":  # milvus-lite: an ANN index once large enough
             ensure_lite_ann_index(client, layout)
@@ -176,21 +178,21 @@ def ensure_collection(client: Any, layout: CollectionLayout) -> bool:
     schema.add_field("occurred_at_ms", DataType.INT64)
     schema.add_field("updated_at_ms", DataType.INT64)
     client.create_collection(layout.name, schema=schema, consistency_level="Strong")
-    index_type = _create_index(client, layout)
+    fields = [EMBEDDING_FIELD] + ([IMAGE_VECTOR_FIELD] if layout.shared_dim is not None else [])
+    index_type = _create_index(client, layout, fields)
     client.load_collection(layout.name)
     log.info("created collection %s (%d-d, %s/COSINE)", layout.name, layout.dim, index_type)
     return True
 
 
-def _create_index(client: Any, layout: CollectionLayout) -> str:
-    """Index the vector fields (one call: a collection loads only with all indexed); returns
+def _create_index(client: Any, layout: CollectionLayout, fields: list[str]) -> str:
+    """Index the vector ``fields`` (a collection loads only once all are indexed); returns
     the index type used.
 
     HNSW falls back to FLAT on a milvus-lite server reached through an explicit URI (it
     accepts only FLAT, IVF_FLAT and AUTOINDEX).
     """
     index_type = layout.index_type
-    fields = [EMBEDDING_FIELD] + ([IMAGE_VECTOR_FIELD] if layout.shared_dim is not None else [])
     while True:
         index = client.prepare_index_params()
         params = HNSW_PARAMS if index_type == "HNSW" else {}

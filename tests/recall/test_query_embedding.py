@@ -75,3 +75,19 @@ def test_a_missing_model_is_an_error_not_a_crash(tmp_path: Path) -> None:
     with pytest.raises(EmbeddingFailed) as caught:
         missing.embed(RecallQuery(text="chair"))
     assert caught.value.reason == "model_unavailable"
+
+
+def test_a_failed_load_is_remembered_then_retried(tmp_path: Path) -> None:
+    from recall.query_embedding import RETRY_LOAD_AFTER_S
+
+    now = [100.0]
+    later = QueryEmbedder(tmp_path / "model", monotonic=lambda: now[0])
+    with pytest.raises(EmbeddingFailed):
+        later.embed(RecallQuery(text="chair"))
+    build_stub_model(tmp_path / "model")  # the model appears (e.g. the build finished)
+    now[0] += RETRY_LOAD_AFTER_S / 2
+    with pytest.raises(EmbeddingFailed) as caught:  # answered from memory, no reload
+        later.embed(RecallQuery(text="chair"))
+    assert caught.value.reason == "model_unavailable"
+    now[0] += RETRY_LOAD_AFTER_S
+    assert len(later.embed(RecallQuery(text="chair"))) == 8

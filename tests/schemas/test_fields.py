@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -71,3 +72,14 @@ def test_category_column_holds_the_longest_category_in_bytes() -> None:
 
     assert CATEGORY_BYTES >= limits.MAX_CATEGORY_BYTES
     assert len(("😀" * limits.MAX_CATEGORY_CHARS).encode()) <= CATEGORY_BYTES
+
+
+@pytest.mark.timeout(30)
+def test_an_overlong_category_is_refused_in_linear_time() -> None:
+    # A quadratic pattern needs hours for this; the decoder must answer at once, also when
+    # the schema reports the length and the pattern together.
+    from schemas import ContractError, decode_listing_event
+
+    payload = {**_LISTING, "category": "a" * 200_000 + "\x00"}
+    with pytest.raises(ContractError):
+        decode_listing_event(json.dumps(payload).encode())

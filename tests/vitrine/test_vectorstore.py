@@ -118,3 +118,28 @@ def test_lite_gets_an_ann_index_once_large(
         assert "nlist" in str(vars(params))  # pymilvus keeps the build params privately
     else:
         assert methods == []
+
+
+@pytest.mark.integration
+def test_cover_vectors_are_stored_indexed_and_checked(milvus: str, unique_name: str) -> None:
+    from vitrine.vectorstore import IMAGE_VECTOR_FIELD, CollectionMismatch, vector_dims
+
+    client = open_client(milvus)
+    layout = CollectionLayout(unique_name, 4, "FLAT", shared_dim=3)
+    try:
+        assert ensure_collection(client, layout)
+        dims = vector_dims(client.describe_collection(unique_name))
+        assert dims == {"embedding": 4, IMAGE_VECTOR_FIELD: 3}
+        # A start that died between the two indexes: the missing one is created again.
+        client.release_collection(unique_name)
+        [index_name] = client.list_indexes(unique_name, field_name=IMAGE_VECTOR_FIELD)
+        client.drop_index(unique_name, index_name)
+        assert not ensure_collection(client, layout)
+        assert client.list_indexes(unique_name, field_name=IMAGE_VECTOR_FIELD)
+        # An older model's layout (no shared space) opens it; another shared size does not.
+        assert not ensure_collection(client, CollectionLayout(unique_name, 4, "FLAT"))
+        with pytest.raises(CollectionMismatch):
+            ensure_collection(client, CollectionLayout(unique_name, 4, "FLAT", shared_dim=5))
+    finally:
+        client.drop_collection(unique_name)
+        client.close()
