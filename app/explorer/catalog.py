@@ -70,6 +70,7 @@ class CatalogView:
         self._versions: dict[str, int] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._closed = False
         self.events_read = 0
         self.events_refused = 0
         self._thread = threading.Thread(target=self._run, name="explorer-catalog", daemon=True)
@@ -99,11 +100,18 @@ class CatalogView:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
-        self._consumer.close()
+        if not self._closed:
+            self._closed = True
+            self._consumer.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            messages = self._consumer.consume(num_messages=500, timeout=0.2)
+            try:
+                messages = self._consumer.consume(num_messages=500, timeout=0.2)
+            except KafkaException as exc:  # the broker away for a moment: keep tailing
+                log.warning("reading %s failed (%s); retrying", self._topic, exc)
+                self._stop.wait(1.0)
+                continue
             for message in messages:
                 if message.error() is not None:
                     continue

@@ -79,9 +79,13 @@ def figures(previous: Scrape | None, current: Scrape | None) -> LiveFigures:
     if previous is not None and current.at > previous.at:
         before = dict(previous.freshness_buckets)
         delta = tuple((b, c - before.get(b, 0.0)) for b, c in current.freshness_buckets)
-        if delta and delta[-1][1] > 0:
-            window = delta
-        rate = max(0.0, current.events - previous.events) / (current.at - previous.at)
+        if current.events < previous.events or any(c < 0 for _, c in delta):
+            # The embedder restarted (its counters began again): this scrape is the window.
+            delta, rate = current.freshness_buckets, None
+        else:
+            rate = (current.events - previous.events) / (current.at - previous.at)
+        # Nothing new in the window: no freshness to show (not the whole run's).
+        window = delta
     return LiveFigures(
         freshness_p50_s=histogram_quantile(0.5, window),
         freshness_p99_s=histogram_quantile(0.99, window),

@@ -27,13 +27,18 @@ log = logging.getLogger(__name__)
 async def serving(settings: ExplorerSettings) -> AsyncIterator[str]:
     """Run the explorer inside the block; yields the page's base URL."""
     fetch_policy = load(EmbedderSettings)
-    catalog = CatalogView(settings, settings.topic_events)
-    await asyncio.to_thread(catalog.start)
-    recall = await asyncio.to_thread(AsyncRecallClient, settings)
-    fetcher = ImageFetcher(fetch_policy)
-    session = aiohttp.ClientSession(trust_env=False)
-    runner: web.AppRunner | None = None
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        # Each part is closed (in reverse order) as soon as it exists, also when a later one
+        # fails to start.
+        catalog = CatalogView(settings, settings.topic_events)
+        stack.push_async_callback(asyncio.to_thread, catalog.close)
+        await asyncio.to_thread(catalog.start)
+        recall = await asyncio.to_thread(AsyncRecallClient, settings)
+        stack.push_async_callback(recall.aclose)
+        fetcher = ImageFetcher(fetch_policy)
+        stack.push_async_callback(fetcher.close)
+        session = aiohttp.ClientSession(trust_env=False)
+        stack.push_async_callback(session.close)
         thumbnails = Thumbnails(
             fetcher,
             settings.explorer_thumbnail_px,
@@ -45,17 +50,11 @@ async def serving(settings: ExplorerSettings) -> AsyncIterator[str]:
         )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
+        stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, settings.explorer_host, settings.explorer_port)
         await site.start()
         port = runner.addresses[0][1]
         yield f"http://{settings.explorer_host}:{port}/"
-    finally:
-        if runner is not None:
-            await runner.cleanup()
-        await session.close()
-        await fetcher.close()
-        await recall.aclose()
-        await asyncio.to_thread(catalog.close)
 
 
 async def run(settings: ExplorerSettings) -> int:

@@ -38,6 +38,8 @@ PAGE = resources.files("app.explorer").joinpath("static/index.html")
 #: Largest upload the page accepts; photos are shrunk to QUERY_PHOTO_PX before they are sent.
 UPLOAD_LIMIT = 20 * 1024 * 1024
 QUERY_PHOTO_PX = 448
+#: Formats the page decodes (uploads and covers), as the embedder accepts.
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 
 
 class BadQuery(ValueError):
@@ -97,13 +99,15 @@ def query_photo(data: bytes, size: int = QUERY_PHOTO_PX) -> bytes:
     if not data:
         raise ValueError("the upload is empty")
     try:
-        with Image.open(io.BytesIO(data)) as source:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as source:
             if source.width * source.height > 50_000_000:
                 raise ValueError("the photo has too many pixels")
             source.draft("RGB", (size, size))
             image = ImageOps.exif_transpose(source).convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"the upload is not an image ({exc.__class__.__name__})") from exc
+        raise ValueError(
+            f"the upload is not a JPEG, PNG, WebP or GIF image ({exc.__class__.__name__})"
+        ) from exc
     image.thumbnail((size, size))
     out = io.BytesIO()
     image.save(out, "JPEG", quality=90)
@@ -188,7 +192,7 @@ class Thumbnails:
         return data
 
     def _shrink(self, data: bytes) -> bytes:
-        with Image.open(io.BytesIO(data)) as source:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as source:
             if source.width * source.height > self._max_pixels:
                 raise ValueError("image has too many pixels")
             source.draft("RGB", (self._size, self._size))
@@ -207,9 +211,14 @@ class LiveStrip:
         self._url = url
         self._previous: Scrape | None = None
         self._current: Scrape | None = None
+        self._lock = asyncio.Lock()  # one scrape at a time: the window needs them in order
 
     async def figures(self) -> dict[str, Any]:
         """The strip's figures as JSON (nulls when the metrics cannot be read)."""
+        async with self._lock:
+            return await self._figures()
+
+    async def _figures(self) -> dict[str, Any]:
         now = time.monotonic()
         error = None
         if self._url and (self._current is None or now - self._current.at >= 1.0):
@@ -245,10 +254,10 @@ def build_app(
 
     async def similar(request: web.Request) -> web.Response:
         params = {k: request.query.getall(k) for k in request.query}
-        listing_id = _one(params, "listing_id") if "listing_id" in params else None
-        if not listing_id:
-            return _error(400, "missing_field", "listing_id is required")
         try:
+            listing_id = _one(params, "listing_id")
+            if not listing_id:
+                return _error(400, "missing_field", "listing_id is required")
             filters = parse_filters(params)
             k = int(_one(params, "k") or settings.explorer_k)
         except BadQuery as exc:
@@ -311,9 +320,11 @@ def build_app(
         try:
             data = await thumbnails.get(entry)
         except FetchError as exc:
-            return _error(502, exc.reason, str(exc))
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            return _error(502, "not_an_image", str(exc))
+            # The reason only: the message names the seller's host and the addresses it
+            # resolved to, which a page visitor has no business learning.
+            return _error(502, exc.reason, "the cover could not be fetched")
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+            return _error(502, "not_an_image", "the cover is not a usable image")
         return web.Response(
             body=data, content_type="image/jpeg", headers={"Cache-Control": "max-age=300"}
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -138,10 +139,15 @@ def shop(kafka: str, milvus: str, tmp_path_factory: pytest.TempPathFactory) -> I
         buckets=(0.05, 0.1, 0.25, 0.5, 1, 2),
     )  # fmt: skip
     events = Counter("vitrine_embedder_events_total", "e", ["outcome", "reason"], registry=registry)
-    for _ in range(40):
-        freshness.labels(outcome="embedded").observe(0.08)
-    events.labels(outcome="embedded", reason="").inc(40)
     events.labels(outcome="dead_lettered", reason="not_an_image").inc(3)
+    stop = threading.Event()
+
+    def embed_steadily() -> None:  # 20 listings a second, each searchable 80 ms after its event
+        while not stop.wait(0.05):
+            freshness.labels(outcome="embedded").observe(0.08)
+            events.labels(outcome="embedded", reason="").inc()
+
+    threading.Thread(target=embed_steadily, daemon=True).start()
     metrics_server, _ = start_http_server(0, addr="127.0.0.1", registry=registry)
 
     shared = ["kafka_bootstrap", "milvus_collection"]
@@ -160,6 +166,7 @@ def shop(kafka: str, milvus: str, tmp_path_factory: pytest.TempPathFactory) -> I
         yield Shop(explorer, catalog, titles, covers, QueryEmbedder(model_dir), image_vectors)
     finally:
         os.environ.pop("VITRINE_ALLOW_LOOPBACK_IMAGES", None)
+        stop.set()
         worker.stop()
         metrics_server.shutdown()
         metrics_server.server_close()
@@ -200,10 +207,13 @@ async def _scenario(shop: Shop, chromium: str, upload_dir: Path) -> None:
                 timeout=60,
             )
             figures = await browser.wait_for(
-                "document.getElementById('live-p50').textContent !== '–' && "
-                "document.getElementById('live-dlq').textContent"
+                "['live-p50', 'live-rate', 'live-dlq'].map(id => document.getElementById(id)"
+                ".textContent).every(text => text !== '–') && "
+                "['live-p50', 'live-rate', 'live-dlq'].map(id => document.getElementById(id)"
+                ".textContent)"
             )
-            assert figures == "3"
+            assert figures[0] == "75 ms" and figures[2] == "3", figures
+            assert float(figures[1]) > 0, figures  # events are being embedded
 
             # A listing id: cards with titles and photos, in the order of an exact search.
             seed = "L00001"
