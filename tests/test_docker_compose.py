@@ -29,6 +29,7 @@ def _vitrine_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _settings_fields(service: str) -> set[str]:
     """Fields of the settings class the service's command loads."""
+    from app.explorer.settings import ExplorerSettings
     from encoders.settings import ModelSettings
     from recall.settings import RecallSettings
     from streams.settings import EmbedderSettings
@@ -40,8 +41,12 @@ def _settings_fields(service: str) -> set[str]:
         "recall": RecallSettings,
         "topics": InfraSettings,
         "model": ModelSettings,
+        "explorer": ExplorerSettings,
     }
-    return set(by_service[service].model_fields)
+    fields = set(by_service[service].model_fields)
+    if service == "explorer":  # it fetches covers under the embedder's fetch settings
+        fields |= set(EmbedderSettings.model_fields)
+    return fields
 
 
 def test_every_service_has_an_image(compose: dict[str, Any]) -> None:
