@@ -40,3 +40,15 @@ def consumer_config(settings: VitrineSettings, group_id: str, **overrides: Any) 
     }
     config.update(overrides)
     return config
+
+
+def faust_kafka_options(settings: VitrineSettings, session_timeout_s: float) -> dict[str, Any]:
+    """Kafka options of a faust-streaming app (aiokafka transport): the same broker, durable
+    producer acks (``-1`` = all) and earliest reset as the librdkafka clients above."""
+    return {
+        "broker": [f"kafka://{hp.strip()}" for hp in settings.bootstrap_servers.split(",")],
+        "producer_acks": -1,
+        "consumer_auto_offset_reset": "earliest",
+        "broker_session_timeout": session_timeout_s,
+        "broker_heartbeat_interval": max(1.0, session_timeout_s / 6),
+    }
