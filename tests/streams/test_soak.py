@@ -3,7 +3,9 @@
 Two ``python -m vitrine.cli embedder`` processes share one consumer group. While 10,000 keyed
 events (out-of-order versions, duplicates, deletes, re-creates, 1 % poison) are produced, the
 test SIGKILLs a random replica 20 times and stops one gracefully 3 times, restarting it each
-time; some kills hit a replica while the group has a backlog, some at its first join. Then:
+time: most at a random moment after the group committed something new (mid-stream, with a
+backlog while the first fifth of the events waits), every fourth within seconds of the
+victim's start (at its first join). Then:
 
 - Milvus holds exactly the newest valid version of every listing, once (nothing stale,
   missing, resurrected or duplicated);
@@ -76,6 +78,22 @@ class Replica:
         return self.proc.wait(90)
 
 
+def committed_total(settings: EmbedderSettings) -> int:
+    return sum(max(0, o) for o in scenario.committed(settings, settings.topic_partitions).values())
+
+
+def wait_progress(settings: EmbedderSettings, timeout_s: float) -> None:
+    """Until the group's committed offsets move (or nothing is left, or the deadline)."""
+    before = committed_total(settings)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        ends = sum(scenario.end_offsets(settings, settings.topic_partitions).values())
+        now = committed_total(settings)
+        if now > before or now >= ends:
+            return
+        time.sleep(0.3)
+
+
 def newest_valid(sc: scenario.Scenario) -> dict[str, tuple[int, bool]]:
     """listing_id -> (newest valid version, is it a delete)."""
     newest: dict[str, tuple[int, bool]] = {}
@@ -140,12 +158,12 @@ def test_two_replicas_killed_and_restarted_end_exact(
                 # At its first join: hit the replica just restarted within seconds.
                 time.sleep(rng.uniform(0.5, 4.0))
             else:
+                # Mid-stream: a random moment after the group committed something new.
                 victim = rng.choice(replicas)
-                time.sleep(rng.uniform(1.0, 5.0))
+                wait_progress(settings, timeout_s=30)
+                time.sleep(rng.uniform(0.0, 1.5))
             at = time.monotonic() - started
-            lag = sum(scenario.end_offsets(settings, 2).values()) - sum(
-                max(0, o) for o in scenario.committed(settings, 2).values()
-            )
+            lag = sum(scenario.end_offsets(settings, 2).values()) - committed_total(settings)
             if action == "kill":
                 victim.kill()
             else:
