@@ -36,12 +36,14 @@ from streams.records import SourceRecord
 from streams.settings import EmbedderSettings
 from streams.sink import MilvusSink
 from streams.state import VersionTable
+from vitrine.kafka_config import faust_kafka_options
 
 log = logging.getLogger(__name__)
 
 VERSION_TABLE = "listing-versions"
 RESEEK_AFTER_S = 2.0
 LAG_EVERY_S = 1.0
+LAG_TIMEOUT_S = 5.0
 
 
 class FaustSender:
@@ -64,21 +66,17 @@ def build_app(settings: EmbedderSettings) -> faust.App:
         # faust creates its data directory on first start; keep it with Vitrine's state, not
         # in the working directory (read-only in the service image).
         datadir=str(settings.home / "faust" / settings.app_id),
-        broker=[f"kafka://{hp.strip()}" for hp in settings.bootstrap_servers.split(",")],
         store="memory://",
         web_enabled=False,
         autodiscover=False,
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication,
         topic_allow_declare=True,
-        consumer_auto_offset_reset="earliest",
         table_standby_replicas=0,
-        producer_acks=-1,
         stream_buffer_maxsize=max(1024, settings.batch_size * 8),
         broker_max_poll_records=max(500, settings.batch_size * 4),
-        broker_session_timeout=settings.session_timeout_s,
-        broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 6),
         loghandlers=[],
+        **faust_kafka_options(settings, settings.session_timeout_s),
     )
 
 
@@ -98,7 +96,6 @@ class Embedder:
         self._seeks: dict[Key, float] = {}  # partition -> last seek back
         self._max_events: int | None = None
         self._lag_partitions: set[int] = set()
-        self._lag_at = 0.0
         self.app: faust.App | None = None
 
     def request_stop(self) -> None:
@@ -283,6 +280,7 @@ class Embedder:
             raise
         work = asyncio.create_task(pipeline.run(), name="embedder-pipeline")
         ticker = asyncio.create_task(self._tick(), name="embedder-commits")
+        lag = asyncio.create_task(self._watch_lag(), name="embedder-lag")
         stopper = asyncio.create_task(self._stop.wait())
         try:
             done, _ = await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -290,15 +288,16 @@ class Embedder:
                 work.result()  # a crashed stage: raise it
         finally:
             sink.stopping = True
-            ticker.cancel()
-            stopper.cancel()
+            for task in (ticker, lag, stopper):
+                task.cancel()
             if not work.done():
                 # faust skips the revocation signal once stopping, so fence here: the batch
                 # being written finishes (or fails) before the group can move the partitions.
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(pipeline.fence(ownership.held()), 60)
             work.cancel()
-            await asyncio.gather(work, ticker, stopper, return_exceptions=True)
+            # A call on faust's consumer thread may ignore cancellation; do not wait forever.
+            await asyncio.wait({work, ticker, lag, stopper}, timeout=10)
             for _attempt in range(3):
                 try:
                     await self.commit()  # finished batches only; abandoned ones are not in it
@@ -317,14 +316,18 @@ class Embedder:
                 loop.remove_signal_handler(sig)
         return 0
 
+    async def _watch_lag(self) -> None:
+        while True:
+            await asyncio.sleep(LAG_EVERY_S)
+            await self._report_lag()
+
     async def _report_lag(self) -> None:
         """Set the per-partition lag gauge from log end offsets read now (also while paused)."""
-        if self.kafka is None or time.monotonic() - self._lag_at < LAG_EVERY_S:
+        if self.kafka is None:
             return
-        self._lag_at = time.monotonic()
         try:
             held = {key for key in self.kafka.assignment() if key[0] == self.settings.topic_events}
-            ends = await self.kafka.high_watermarks(held)
+            ends = await asyncio.wait_for(self.kafka.high_watermarks(held), LAG_TIMEOUT_S)
         except Exception:  # not started, rebalancing or the broker away: report next turn
             return
         for stale in self._lag_partitions - {partition for _, partition in held}:
@@ -345,7 +348,6 @@ class Embedder:
             self._batch_done.clear()
             if self.pipeline.idle:
                 metrics.beat()  # idle with nothing to do; busy stages beat on progress
-            await self._report_lag()
             try:
                 await self._reseek_holes()
                 await self.commit()

@@ -66,3 +66,15 @@ def reply_consumer_config(settings: VitrineSettings, instance: str) -> dict[str,
 def admin_config(settings: VitrineSettings, bootstrap: str | None = None) -> dict[str, Any]:
     """AdminClient settings (``bootstrap``: one node instead of the cluster, for probes)."""
     return {"bootstrap.servers": bootstrap or settings.bootstrap_servers, "log_level": 0}
+
+
+def faust_kafka_options(settings: VitrineSettings, session_timeout_s: float) -> dict[str, Any]:
+    """Kafka options of a faust-streaming app (aiokafka transport): the same broker, durable
+    producer acks (``-1`` = all) and earliest reset as the librdkafka clients above."""
+    return {
+        "broker": [f"kafka://{hp.strip()}" for hp in settings.bootstrap_servers.split(",")],
+        "producer_acks": -1,
+        "consumer_auto_offset_reset": "earliest",
+        "broker_session_timeout": session_timeout_s,
+        "broker_heartbeat_interval": max(1.0, session_timeout_s / 6),
+    }

@@ -28,8 +28,15 @@ class Scenario:
     poison: dict[bytes, str] = field(default_factory=dict)  # record value -> expected reason
 
 
-def build(server: ImageServer, total: int = 2000, seed: int = 11, cap: int = 64 * 1024) -> Scenario:
-    """``total`` events: creates, updates, deletes, duplicates, out-of-order and 2 % poison."""
+def build(
+    server: ImageServer,
+    total: int = 2000,
+    seed: int = 11,
+    cap: int = 64 * 1024,
+    poison_share: float = 0.02,
+) -> Scenario:
+    """``total`` events: creates, updates, deletes, re-creates, duplicates, out-of-order and
+    ``poison_share`` poison."""
     rng = random.Random(seed)
     for i, colour in enumerate(COLOURS):
         server.images[f"/c{i}.png"] = png(colour)
@@ -37,7 +44,7 @@ def build(server: ImageServer, total: int = 2000, seed: int = 11, cap: int = 64 
     server.images["/html.png"] = b"<html><body>not an image</body></html>"
     server.images["/huge.png"] = b"\x89PNG\r\n\x1a\n" + bytes(cap + 4096)
     scenario = Scenario()
-    poison_count = total * 2 // 100
+    poison_count = int(total * poison_share)
     good_count = total - poison_count
     # Per-listing histories, then interleaved with local reordering and duplicates.
     histories: list[list[dict[str, Any]]] = []
@@ -50,8 +57,8 @@ def build(server: ImageServer, total: int = 2000, seed: int = 11, cap: int = 64 
         history = []
         title, image = rng.choice(TITLES), f"/c{rng.randrange(len(COLOURS))}.png"
         for version in range(1, length + 1):
-            if version == 1:
-                kind = "created"
+            if version == 1 or (history and history[-1]["event_type"] == "deleted"):
+                kind = "created"  # a first create, or a re-create after a delete
             elif rng.random() < 0.15:
                 kind = "deleted"
             else:

@@ -56,11 +56,12 @@ def test_commit_never_passes_an_unfinished_event(
         sink = embedder.pipeline.sink
         real_write = sink.write
 
-        async def write(mutations: Sequence[Mutation]) -> None:
+        async def write(mutations: Sequence[Mutation]) -> dict[str, int]:
             if len(written) >= 3:
                 await gate.wait()
-            await real_write(mutations)
+            tokens = await real_write(mutations)
             written.append(len(mutations))
+            return tokens
 
         sink.write = write  # type: ignore[method-assign]
         # Wait until the pipeline is stuck at the gate with events queued behind it.
