@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import platform
@@ -42,31 +43,16 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 from recall import AsyncRecallClient, RecallSettings, RecallTimeout  # noqa: E402
+
+# bench/ itself is off the import path (above): load the preload helpers from their file.
+_spec = importlib.util.spec_from_file_location("bench_preload", _HERE / "preload.py")
+assert _spec is not None and _spec.loader is not None
+preload_module = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(preload_module)
 from vitrine.settings import load  # noqa: E402
-from vitrine.vectorstore import (  # noqa: E402
-    CollectionLayout,
-    ensure_collection,
-    ensure_lite_ann_index,
-    search_params,
-)
+from vitrine.vectorstore import CollectionLayout, search_params  # noqa: E402
 
-CATEGORIES = ("shoes", "bags", "watches", "toys", "home", "garden", "books", "phones")
-#: Listings form neighbourhoods (similar products): vectors are drawn around CLUSTERS centres.
-#: I.i.d. Gaussian vectors have no neighbourhoods in 256-d — every point is about as far as
-#: any other — so an ANN index's recall on them says nothing about real embeddings.
-CLUSTERS = 2000
-SPREAD = 0.5
-
-
-def clustered(rng: np.random.Generator, centres: np.ndarray, n: int) -> np.ndarray:
-    """``n`` float32 vectors, each a random centre plus Gaussian noise of SPREAD per axis."""
-    picks = rng.integers(0, len(centres), n)
-    noise = rng.standard_normal((n, centres.shape[1]))
-    return (centres[picks] + SPREAD * noise).astype(np.float32)
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+log = preload_module.log
 
 
 def percentiles(latencies_s: list[float]) -> dict[str, float]:
@@ -78,64 +64,6 @@ def percentiles(latencies_s: list[float]) -> dict[str, float]:
         "p99_ms": float(np.percentile(ms, 99)),
         "max_ms": float(ms.max()),
     }
-
-
-def build_collection(client, layout: CollectionLayout, items: int, batch: int) -> np.ndarray:
-    """Insert ``items`` clustered rows; return their L2-normalised vectors (exact search)."""
-    ensure_collection(client, layout)
-    rng = np.random.default_rng(42)
-    centres = np.random.default_rng(1).standard_normal((CLUSTERS, layout.dim))
-    started = time.monotonic()
-    normalised = np.empty((items, layout.dim), dtype=np.float32)
-    for start in range(0, items, batch):
-        n = min(batch, items - start)
-        vectors = clustered(rng, centres, n)
-        normalised[start : start + n] = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-        rows = [
-            {
-                "listing_id": f"B{start + i:07d}",
-                "embedding": vectors[i].tolist(),
-                "mismatch_score": float(rng.integers(0, 65) / 64),
-                "category": CATEGORIES[(start + i) % len(CATEGORIES)],
-                "price": float(round(rng.uniform(1, 1000), 2)),
-                "currency": "EUR",
-                "seller_id": f"S{(start + i) % 997}",
-                "version": 1,
-                "model_version": "bench.1",
-                "occurred_at_ms": 0,
-                "updated_at_ms": 0,
-            }
-            for i in range(n)
-        ]
-        client.insert(layout.name, rows)
-        done = start + n
-        if done % (batch * 20) == 0 or done == items:
-            rate = done / (time.monotonic() - started)
-            log(f"  inserted {done:,}/{items:,} rows ({rate:,.0f} rows/s)")
-    return normalised
-
-
-def wait_index(client, layout: CollectionLayout, items: int, timeout_s: float = 900) -> dict:
-    """Flush, wait until every row is indexed (a Milvus server builds indexes in the
-    background), load; return the index description and the seconds it took."""
-    started = time.monotonic()
-    client.flush(layout.name)
-    described: dict = {}
-    while time.monotonic() - started < timeout_s:
-        described = client.describe_index(layout.name, "embedding")
-        indexed = int(described.get("indexed_rows", 0))
-        pending = int(described.get("pending_index_rows", 0))
-        total = int(described.get("total_rows", 0))
-        if total == 0 or (indexed >= items and pending == 0):  # milvus-lite reports no counts
-            break
-        time.sleep(2)
-    else:
-        raise RuntimeError(f"index of {layout.name} not built in {timeout_s} s: {described}")
-    client.load_collection(layout.name)
-    # Strong once: every row is visible before anything is timed.
-    client.query(layout.name, filter="", output_fields=["count(*)"], consistency_level="Strong")
-    described["seconds_to_build_and_load"] = round(time.monotonic() - started, 1)
-    return described
 
 
 def measure_recall(
@@ -301,12 +229,9 @@ def run_kind(kind: str, args, infra) -> dict:
     layout = CollectionLayout(collection, args.dim, "FLAT" if kind == "lite" else "HNSW")
     try:
         log(f"[{kind}] building {collection}: {args.items:,} x {args.dim}-d, {layout.index_type}")
-        corpus = build_collection(client, layout, args.items, args.batch)
-        if kind == "lite":  # what the embedder's start-up does on a large lite collection
-            layout = CollectionLayout(collection, args.dim, ensure_lite_ann_index(client, layout))
-        index = wait_index(client, layout, args.items)
-        centres = np.random.default_rng(1).standard_normal((CLUSTERS, args.dim))
-        queries = clustered(np.random.default_rng(7), centres, 4096)  # new listings, same shape
+        layout, corpus, index = preload_module.preload(client, layout, args.items, args.batch)
+        around = preload_module.centres(args.dim)
+        queries = preload_module.clustered(np.random.default_rng(7), around, 4096)  # new ones
         recall_at_k = measure_recall(client, layout, corpus, queries[:200], args.k)
         del corpus
         result["index"] = {

@@ -29,6 +29,13 @@ class RecallSettings(VitrineSettings):
     recall_poll_timeout_s: float = Field(
         default=0.5, gt=0, le=60, description="How long one poll waits for the first request."
     )
+    recall_search_concurrency: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="Batches answered at once: their Milvus searches overlap (replies and "
+        "offsets still go out in the order the batches were read).",
+    )
     recall_max_search_vectors: int = Field(
         default=128, ge=1, le=10_000, description="Most query vectors in one Milvus search."
     )

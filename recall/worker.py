@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +40,15 @@ class _Outgoing:
     error: Any = None  # KafkaError from the delivery report
     delivered: bool = False
     skipped: str | None = None  # why no reply was produced at all
+
+
+@dataclass
+class _Batch:
+    """Requests read together, being answered (``future``) until they are finished."""
+
+    records: list[Any]
+    started: float
+    future: Future[list[_Outgoing]]
 
 
 @dataclass
@@ -109,7 +120,13 @@ class RecallWorker:
 
     def run(self, *, max_requests: int | None = None, burst: bool = False) -> WorkerStats:
         """Answer requests until stopped, ``max_requests`` were answered, or (``burst``) the
-        assigned partitions are drained."""
+        assigned partitions are drained.
+
+        Up to ``recall_search_concurrency`` batches are answered at once (their Milvus searches
+        overlap, and with the reading of the next batch), and finished — replies produced and
+        acknowledged, offsets stored — one at a time in the order they were read, so a stored
+        offset never passes a request still unanswered.
+        """
         if not self._subscribed:
             self._consumer.subscribe([self.settings.topic_recall_requests])
             self._subscribed = True
@@ -118,19 +135,38 @@ class RecallWorker:
             self.settings.topic_recall_requests,
             self.settings.recall_group_id,
         )
-        while not self._stop.is_set():
-            if max_requests is not None and self.stats.answered >= max_requests:
-                break
-            budget = self.settings.recall_batch_max
-            if max_requests is not None:
-                budget = max(1, min(budget, max_requests - self.stats.answered))
-            messages = self._read(budget)
-            if not messages:
-                self._producer.poll(0)
-                if burst and self._drained():
-                    break
-                continue
-            self.handle(messages)
+        depth = self.settings.recall_search_concurrency
+        in_flight: deque[_Batch] = deque()
+        with ThreadPoolExecutor(depth, thread_name_prefix="recall-search") as pool:
+            try:
+                while not self._stop.is_set():
+                    queued = sum(len(b.records) for b in in_flight)
+                    if max_requests is not None and self.stats.answered + queued >= max_requests:
+                        if not in_flight:
+                            break
+                        self._complete(in_flight)
+                        continue
+                    while in_flight and (in_flight[0].future.done() or len(in_flight) >= depth):
+                        self._complete(in_flight)
+                    budget = self.settings.recall_batch_max
+                    if max_requests is not None:
+                        left = max_requests - self.stats.answered - queued
+                        budget = max(1, min(budget, left))
+                    # With answers in flight, read only what is already fetched.
+                    messages = self._read(budget, wait=not in_flight)
+                    if messages:
+                        batch = self._start(messages, pool)
+                        if batch is not None:
+                            in_flight.append(batch)
+                    elif in_flight:
+                        self._complete(in_flight)  # nothing new: finish the oldest batch
+                    else:
+                        self._producer.poll(0)
+                        if burst and self._drained():
+                            break
+            finally:
+                while in_flight:
+                    self._complete(in_flight)
         return self.stats
 
     def close(self) -> None:
@@ -144,6 +180,12 @@ class RecallWorker:
 
     def handle(self, messages: Sequence[Any]) -> None:
         """Answer ``messages`` (already read), produce the replies, store the offsets."""
+        batch = self._start(messages, None)
+        if batch is not None:
+            self._complete(deque([batch]))
+
+    def _start(self, messages: Sequence[Any], pool: ThreadPoolExecutor | None) -> _Batch | None:
+        """Begin answering ``messages`` (in ``pool``, or here when None)."""
         started = time.monotonic()
         records = []
         for message in messages:
@@ -153,15 +195,32 @@ class RecallWorker:
                 continue
             records.append(message)
         if not records:
-            return
+            return None
         metrics.POLL_BATCH_SIZE.observe(len(records))
-        outgoing = self._answer(records, started)
-        for out in outgoing:
-            self._produce(out)
-        pending = sum(1 for out in outgoing if out.skipped is None)
-        while pending and self._producer.flush(self.settings.recall_reply_timeout_s + 5.0):
-            log.warning("replies still in flight after the reply timeout; waiting")
-        self._finish(outgoing, started)
+        future: Future[list[_Outgoing]]
+        if pool is None:
+            future = Future()
+            future.set_result(self._answer(records, started))
+        else:
+            future = pool.submit(self._answer, records, started)
+        return _Batch(records, started, future)
+
+    def _complete(self, in_flight: deque[_Batch]) -> None:
+        """Finish the oldest batch of ``in_flight``: produce its replies, wait until they are
+        acknowledged, store its offsets. A partition rewound for a failed reply gets no stored
+        offset from any batch read before the rewind: those are drained here, then it re-reads."""
+        rewound: dict[tuple[str, int], int] = {}
+        first = True
+        while in_flight and (first or rewound):
+            first = False
+            batch = in_flight.popleft()
+            outgoing = batch.future.result()
+            for out in outgoing:
+                self._produce(out)
+            pending = sum(1 for out in outgoing if out.skipped is None)
+            while pending and self._producer.flush(self.settings.recall_reply_timeout_s + 5.0):
+                log.warning("replies still in flight after the reply timeout; waiting")
+            self._finish(outgoing, batch.started, rewound)
 
     def _answer(self, records: list[Any], started: float) -> list[_Outgoing]:
         default = self.settings.topic_recall_replies
@@ -237,13 +296,14 @@ class RecallWorker:
                 break
         self._producer.poll(0)
 
-    def _finish(self, outgoing: list[_Outgoing], started: float) -> None:
+    def _finish(
+        self, outgoing: list[_Outgoing], started: float, rewound: dict[tuple[str, int], int]
+    ) -> None:
         from confluent_kafka import TopicPartition
 
-        rewound: set[tuple[str, int]] = set()
         for out in outgoing:
             tp = (out.message.topic(), out.message.partition())
-            if tp in rewound:
+            if tp in rewound and out.message.offset() >= rewound[tp]:
                 continue  # re-read after the rewind below, answered again then
             if out.skipped is None and not out.delivered:
                 retriable = out.error is not None and out.error.retriable()
@@ -251,7 +311,7 @@ class RecallWorker:
                     # Broker trouble: read this request again rather than lose its reply.
                     log.warning("reply delivery failed (%s); will re-read", out.error)
                     self._consumer.seek(TopicPartition(tp[0], tp[1], out.message.offset()))
-                    rewound.add(tp)
+                    rewound[tp] = out.message.offset()
                     continue
                 out.skipped = out.error.name() if out.error is not None else "not_delivered"
             if out.skipped is not None:
@@ -269,8 +329,8 @@ class RecallWorker:
 
     # -- Kafka helpers -----------------------------------------------------------------------
 
-    def _read(self, budget: int) -> list[Any]:
-        first = self._consumer.poll(self.settings.recall_poll_timeout_s)
+    def _read(self, budget: int, wait: bool = True) -> list[Any]:
+        first = self._consumer.poll(self.settings.recall_poll_timeout_s if wait else 0)
         if first is None:
             return []
         if budget <= 1:
