@@ -1,6 +1,6 @@
 """Two embedder replicas, SIGKILLed and restarted at random, must still end exact.
 
-Two ``python -m vitrine.cli embedder`` processes share one consumer group. While 10,000 keyed
+Two ``python -m app.cli embedder`` processes share one consumer group. While 10,000 keyed
 events (out-of-order versions, duplicates, deletes, re-creates, 1 % poison) are produced, the
 test SIGKILLs a random replica 20 times and stops one gracefully 3 times, restarting it each
 time: most at a random moment after the group committed something new (mid-stream, with a
