@@ -44,7 +44,7 @@ class TrainConfig:
     """Hyper-parameters of one training run (stored in the checkpoint and the report)."""
 
     profile: str = "cpu"
-    epochs: int = 30
+    epochs: int = 15
     batch_size: int = 64  # co-click pairs per step; as many extra listings for the other losses
     lr: float = 2e-3
     weight_decay: float = 1e-4
