@@ -146,6 +146,13 @@ def _train_args(
     parser.add_argument(
         "--image-size", type=int, help="override the profile's image crop in pixels (cpu: 192)"
     )
+    parser.add_argument(
+        "--mismatch-prior",
+        type=float,
+        metavar="P",
+        help="share of wrong covers in the catalogue the model serves; the mismatch score is "
+        "calibrated to it (default: the data's no-click share, at least 0.02)",
+    )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
 
 
@@ -166,6 +173,7 @@ def _train_config(args: argparse.Namespace) -> Any:
         image_weights=args.image_weights,
         finetune_last_stage=args.finetune_last_stage,
         image_size=args.image_size,
+        mismatch_prior=getattr(args, "mismatch_prior", None),
     )
 
 

@@ -59,6 +59,26 @@ class TrainConfig:
     finetune_last_stage: bool = False
     tail_lr_scale: float = 0.1  # the pretrained last stage moves slower than the fresh fusion
     image_size: int | None = None  # override the profile's crop (resize keeps its 8:7 ratio)
+    #: Share of listings whose cover does not show what the title says, in the catalogue the
+    #: model will serve: the mismatch score is calibrated to it. None: the training data's
+    #: no-click share, at least MISMATCH_PRIOR_FLOOR.
+    mismatch_prior: float | None = None
+
+
+#: Prior of a catalogue whose training data labels no listing no-click (e.g. every listing had
+#: clicks): a small share of covers is still expected to be wrong.
+MISMATCH_PRIOR_FLOOR = 0.02
+
+
+def prior_shift(trained_positive_share: float, prior: float) -> float:
+    """Logit shift that turns a head trained on ``trained_positive_share`` positives into one
+    calibrated to ``prior`` (Bayes' rule for a changed class prior; pure)."""
+
+    def logit(p: float) -> float:
+        p = min(max(p, 1e-6), 1 - 1e-6)
+        return math.log(p / (1 - p))
+
+    return logit(prior) - logit(trained_positive_share)
 
 
 def run_profile(config: TrainConfig) -> Profile:
@@ -204,6 +224,30 @@ class _Batches:
         }
 
 
+def _calibrate_mismatch(
+    towers: Towers, config: TrainConfig, batches: _Batches, positives: int, rows: int
+) -> dict[str, float]:
+    """Shift the mismatch head's bias from the share of swapped covers it was trained on (about
+    half) to the catalogue's prior, so that the score reads as a probability there: trained
+    as is, a third of genuine covers scored above 0.5."""
+    natural = 1.0 - float(batches.clicked[batches.train].mean()) if len(batches.train) else 0.0
+    prior = config.mismatch_prior
+    if prior is None:
+        prior = max(natural, MISMATCH_PRIOR_FLOOR)
+    if not 0.0 < prior < 1.0:
+        raise ModelError("mismatch_prior must be between 0 and 1", reason="bad_input")
+    trained = positives / rows if rows else 0.5
+    shift = prior_shift(trained, prior)
+    last = towers.fusion.mismatch_head[-1]
+    assert isinstance(last, torch.nn.Linear)
+    with torch.no_grad():
+        last.bias.add_(shift)
+    log.info("mismatch score calibrated: trained on %.2f positives, prior %.3f, logit shift %+.3f",
+             trained, prior, shift)  # fmt: skip
+    return {"trained_positive_share": round(trained, 4), "prior": round(prior, 4),
+            "logit_shift": round(shift, 4)}  # fmt: skip
+
+
 def train(
     data_dir: Path,
     out_dir: Path,
@@ -263,6 +307,7 @@ def train(
         torch.set_num_threads(1)
     history: list[dict[str, Any]] = []
     names = ("loss", "triplet", "align", "contrastive", "mismatch")
+    mismatch_rows = mismatch_positives = 0
     try:
         for epoch in range(config.epochs):
             towers.fusion.train()
@@ -319,6 +364,8 @@ def train(
                     ]
                 )
                 l_mismatch = losses.mismatch_loss(mismatch_logits, mismatch_labels)
+                mismatch_rows += len(mismatch_labels)
+                mismatch_positives += int(mismatch_labels.sum())
                 loss = (
                     l_triplet
                     + config.align_weight * l_align
@@ -338,6 +385,7 @@ def train(
             save_checkpoint(out_dir / CHECKPOINT_NAME, towers, config, {"epoch": epoch + 1})
     finally:
         torch.set_num_threads(threads)
+    calibration = _calibrate_mismatch(towers, config, batches, mismatch_positives, mismatch_rows)
     test = data.indices("test")
     with torch.no_grad():
         test_image = (
@@ -362,6 +410,7 @@ def train(
             "negative_kinds": list(meta.available_kinds()),
         },
         "history": history,
+        "mismatch_calibration": calibration,
         "evaluation": evaluation,
         "features_seconds": round(features_seconds, 1),
         "train_seconds": round(time.monotonic() - started, 1),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,39 @@ def test_image_size_override(tiny_bert_dir: Path) -> None:
     profile = run_profile(_config(tiny_bert_dir, image_size=96))
     assert (profile.image_size, profile.resize) == (96, 108)
     assert run_profile(_config(tiny_bert_dir)).image_size == 64
+
+
+def test_prior_shift_moves_the_trained_base_rate_to_the_prior() -> None:
+    from encoders.train import prior_shift
+
+    def sigmoid(x: float) -> float:
+        return 1 / (1 + math.exp(-x))
+
+    # A head trained on half swapped covers says 0.5 where it cannot tell; in a catalogue with
+    # 15 % wrong covers the same evidence means 0.15.
+    assert sigmoid(0.0 + prior_shift(0.5, 0.15)) == pytest.approx(0.15)
+    assert prior_shift(0.3, 0.3) == pytest.approx(0.0)
+    # Evidence keeps its weight: odds ratios between two scores are unchanged.
+    shift = prior_shift(0.5, 0.02)
+    assert (2.0 + shift) - (-1.0 + shift) == pytest.approx(3.0)
+
+
+def test_training_calibrates_the_mismatch_head_to_the_data_or_a_given_prior(
+    synth_data: Path, tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    from encoders.errors import ModelError
+
+    report = train(synth_data, tmp_path / "a", _config(tiny_bert_dir), progress=False)
+    calibration = report["mismatch_calibration"]
+    # The synthetic catalogue has 15 % swapped covers, labelled no-click.
+    assert 0.05 < calibration["prior"] < 0.3
+    assert 0.3 < calibration["trained_positive_share"] < 0.8
+    assert calibration["logit_shift"] < 0
+    given = train(
+        synth_data, tmp_path / "b", _config(tiny_bert_dir, mismatch_prior=0.01), progress=False
+    )
+    assert given["mismatch_calibration"]["prior"] == 0.01
+    with pytest.raises(ModelError):
+        train(
+            synth_data, tmp_path / "c", _config(tiny_bert_dir, mismatch_prior=1.5), progress=False
+        )
