@@ -35,7 +35,8 @@ def test_nothing_above_the_durable_version_announces_the_equal_one_again() -> No
 
 
 def test_a_candidate_without_a_row_is_never_written() -> None:
-    assert plan([c(7, writable=False), c(6)], {}.get) == [Action.SKIP, Action.WRITE]
+    nothing: dict[bytes, ListingState] = {}
+    assert plan([c(7, writable=False), c(6)], nothing.get) == [Action.SKIP, Action.WRITE]
 
 
 def test_listings_are_planned_independently_and_never_go_back() -> None:
