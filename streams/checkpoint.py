@@ -96,6 +96,9 @@ class Checkpoint:
         async with self._lock:
             held = [w for w in batch if self._held(w)]
             abandoned = len(batch) - len(held)
+            for work in batch:
+                if work.event is not None and not self._held(work):
+                    self.pending.release(work.event.listing_id.encode(), work)
             self._decide(held)
             await self._fill_unchanged(held)  # may dead-letter a row that must be re-embedded
             await self._deliver([r for w in held if (r := self._dead_letter(w)) is not None])

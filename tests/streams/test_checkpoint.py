@@ -308,3 +308,60 @@ def test_an_encoder_failure_dead_letters_only_the_event_it_refuses(
     assert dead == ["L11"]
     assert sorted(sink.rows) == sorted(f"L{i}" for i in range(16) if i != 11)
     assert refusing.calls <= 1 + 2 * 4  # one try, then one bisection path of log2(16) levels
+
+
+def test_a_replay_after_revoke_and_reassign_is_not_judged_by_the_abandoned_batch(
+    stub_model: Path, image_server: ImageServer
+) -> None:
+    """The partition comes back to the same replica: the batch prepared before the revocation
+    is abandoned, and what it had decided must not make the replay of its events look stale."""
+    ev = events(image_server)
+    sink, sender = MemorySink(), MemorySender()
+
+    async def run() -> None:
+        async with replicas(stub_model, sink, sender, count=1) as (a,):
+            a.ownership.assign([P0])
+            await a.through([a.record(0, ev[1])])
+            held = await a.prepared([a.record(1, ev[2])])  # decided v2, still in flight
+            await a.pipeline.fence({P0})
+            a.pipeline.forget_partitions({P0})
+            a.ownership.assign([P0])  # back to this replica: a new epoch
+            replay = await a.prepared([a.record(1, ev[2])])  # prepared before the old batch
+            await a.pipeline.checkpoint.commit(held)  # abandoned
+            await a.pipeline.checkpoint.commit(replay)
+            assert a.pipeline.ledger.committable() == {P0: 2}
+
+    asyncio.run(run())
+    assert sink.rows["X"]["version"] == 2
+    assert announced(sender) == [("X", 1), ("X", 2)]
+
+
+def test_a_batch_revoked_while_it_was_prepared_leaves_no_pending_state(
+    stub_model: Path, image_server: ImageServer
+) -> None:
+    ev = events(image_server)
+    sink, sender = MemorySink(), MemorySender()
+
+    async def run() -> None:
+        async with replicas(stub_model, sink, sender, count=1) as (a,):
+            a.ownership.assign([P0])
+            record = a.record(0, ev[1])
+            a.pipeline.ledger.start(TOPIC, 0, 0)
+            a.pipeline.ledger.register(TOPIC, 0, 0)
+            fetch = a.pipeline.fetcher.fetch
+            gate = asyncio.Event()
+
+            async def slow_fetch(url: str) -> Any:
+                await gate.wait()
+                return await fetch(url)
+
+            a.pipeline.fetcher.fetch = slow_fetch  # type: ignore[method-assign]
+            preparing = asyncio.create_task(a.pipeline.prepare([record]))
+            await asyncio.sleep(0.05)
+            await a.pipeline.fence({P0})  # revoked while the image is being fetched
+            a.pipeline.forget_partitions({P0})
+            gate.set()
+            await preparing
+            assert len(a.pipeline.pending) == 0
+
+    asyncio.run(run())
