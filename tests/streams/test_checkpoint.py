@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,11 @@ from streams.ledger import OffsetLedger
 from streams.ownership import Ownership
 from streams.pipeline import Pipeline
 from streams.records import SourceRecord, Work
-from streams.sink import Mutation
+from streams.sink import MilvusSink, Mutation
 from streams.state import MemoryStates
 from tests.streams.harness import ImageServer, encode_json, listing_event, png
 from tests.streams.test_pipeline import MemorySender, MemorySink, _settings
+from vitrine.vectorstore import CollectionLayout
 
 TOPIC = "events"
 P0 = (TOPIC, 0)
@@ -46,7 +47,9 @@ class GatedSink(MemorySink):
         self.entered = asyncio.Event()
         self.acked_at: list[datetime] = []
 
-    async def write(self, mutations: Sequence[Mutation]) -> dict[str, int]:
+    async def write(
+        self, mutations: Sequence[Mutation], give_up: Callable[[], bool] | None = None
+    ) -> dict[str, int]:
         self.entered.set()
         await self.gate.wait()
         tokens = await super().write(mutations)
@@ -365,3 +368,47 @@ def test_a_batch_revoked_while_it_was_prepared_leaves_no_pending_state(
             assert len(a.pipeline.pending) == 0
 
     asyncio.run(run())
+
+
+class DownClient:
+    """A Milvus client whose every write fails (the server is away)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def upsert(self, name: str, rows: list[dict[str, Any]]) -> Any:
+        self.calls += 1
+        raise ConnectionError("Milvus is away")
+
+    def delete(self, name: str, ids: list[str]) -> Any:
+        self.calls += 1
+        raise ConnectionError("Milvus is away")
+
+
+def test_a_write_failing_while_its_partitions_are_revoked_is_abandoned_not_retried(
+    stub_model: Path, image_server: ImageServer
+) -> None:
+    ev = events(image_server)
+    client = DownClient()
+    sender = MemorySender()
+
+    async def run() -> None:
+        async with replicas(stub_model, MemorySink(), sender, count=1) as (a,):
+            runner = a.pipeline.runner
+            sink = MilvusSink(lambda: client, CollectionLayout("c", 32, "FLAT"), runner, 0.01, 0.02)
+            a.pipeline.checkpoint.sink = sink
+            a.ownership.assign([P0])
+            batch = await a.prepared([a.record(0, ev[1])])
+            writing = asyncio.create_task(a.pipeline.checkpoint.commit(batch))
+            while client.calls < 3:  # Milvus down: retrying
+                await asyncio.sleep(0.01)
+            await asyncio.wait_for(a.pipeline.fence({P0}), 10)  # the rebalance is not held up
+            await writing
+            calls = client.calls
+            await asyncio.sleep(0.1)
+            assert client.calls == calls  # no retry after the partitions moved
+            assert a.pipeline.ledger.committable() == {}
+            assert a.states.get(b"X") is None and a.pipeline.idle
+
+    asyncio.run(run())
+    assert announced(sender) == []
