@@ -18,19 +18,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prometheus_client import REGISTRY
 
 from encoders.errors import EncoderError
 from encoders.runtime import Encoder
+from streams import metrics
+from streams.app import Embedder
 from streams.executor import BlockingRunner
 from streams.fetch import ImageFetcher
+from streams.kafka import FaustConsumer
 from streams.ledger import OffsetLedger
 from streams.ownership import Ownership
 from streams.pipeline import Pipeline
 from streams.records import SourceRecord, Work
+from streams.settings import EmbedderSettings
 from streams.sink import MilvusSink, Mutation
 from streams.state import MemoryStates
 from tests.streams.harness import ImageServer, encode_json, listing_event, png
+from tests.streams.test_kafka import FakeApp, FakeClient, FakeFaustConsumer
 from tests.streams.test_pipeline import MemorySender, MemorySink, _settings
+from vitrine.settings import load
 from vitrine.vectorstore import CollectionLayout
 
 TOPIC = "events"
@@ -412,3 +419,41 @@ def test_a_write_failing_while_its_partitions_are_revoked_is_abandoned_not_retri
 
     asyncio.run(run())
     assert announced(sender) == []
+
+
+def _heartbeat() -> float:
+    return REGISTRY.get_sample_value("vitrine_embedder_heartbeat_timestamp_seconds") or 0.0
+
+
+def test_the_heartbeat_stands_still_while_work_is_stuck(
+    stub_model: Path, image_server: ImageServer
+) -> None:
+    ev = events(image_server)
+    sink = GatedSink()
+    settings = load(EmbedderSettings, metrics_port=0, commit_interval_s=0.05)
+
+    async def run() -> None:
+        async with replicas(stub_model, sink, MemorySender(), count=1) as (a,):
+            embedder = Embedder(settings)
+            embedder.pipeline = a.pipeline
+            embedder.kafka = FaustConsumer(FakeApp(FakeFaustConsumer(FakeClient(), set())))  # type: ignore[arg-type]
+            metrics.HEARTBEAT.set(0)
+            ticker = asyncio.create_task(embedder._tick())
+            try:
+                await asyncio.sleep(0.3)
+                assert _heartbeat() > 0  # idle with nothing to do: alive
+                a.ownership.assign([P0])
+                sink.gate.clear()
+                stuck = asyncio.create_task(a.through([a.record(0, ev[1])]))
+                await sink.entered.wait()
+                metrics.HEARTBEAT.set(0)
+                await asyncio.sleep(0.3)
+                assert _heartbeat() == 0  # work pending, no progress: the timer does not beat
+                sink.gate.set()
+                await stuck
+                await asyncio.sleep(0.3)
+                assert _heartbeat() > 0
+            finally:
+                ticker.cancel()
+
+    asyncio.run(run())
