@@ -164,12 +164,13 @@ class Embedder:
         finished is committed, and their bookkeeping is dropped."""
         assert self.pipeline is not None
         await self.pipeline.fence(keys)
-        for attempt in range(3):
+        for attempt in range(3):  # a refused commit here is redone by the next owner
             try:
                 await self.commit()
-                break
-            except Exception as exc:  # the group may already have moved on
+            except Exception as exc:
                 log.warning("commit before revocation failed (%d): %r", attempt, exc)
+            if not any(key in keys for key in self.ledger.committable()):
+                break
         self.pipeline.forget_partitions(keys)
 
     async def run(self, max_events: int | None = None) -> int:

@@ -32,6 +32,7 @@ import numpy as np
 from schemas import EmbeddedEvent, Outcome, dead_letter_headers, encode, freshness_seconds
 from streams import guard, metrics
 from streams.decide import Action, Candidate, plan
+from streams.errors import WriteAbandoned
 from streams.guard import ListingState, Verdict
 from streams.ledger import OffsetLedger
 from streams.ownership import Key, Ownership
@@ -97,11 +98,20 @@ class Checkpoint:
         async with self._lock:
             held = [w for w in batch if self._held(w)]
             abandoned = len(batch) - len(held)
+            for work in batch:
+                if work.event is not None and not self._held(work):
+                    self.pending.release(work.event.listing_id.encode(), work)
             self._decide(held)
             await self._fill_unchanged(held)  # may dead-letter a row that must be re-embedded
             await self._deliver([r for w in held if (r := self._dead_letter(w)) is not None])
             mutations = [m for w in held if (m := self._mutation(w)) is not None]
-            tokens = await self.sink.write(mutations) if mutations else {}
+            try:
+                tokens = await self.sink.write(mutations, self._fenced(held)) if mutations else {}
+            except WriteAbandoned as exc:
+                # Milvus failed while the partitions were revoked: the next owner redoes the
+                # batch; a later retry here could land after its writes.
+                self._abandon(batch, exc)
+                return
             embedded_at = datetime.now(UTC)  # the writes were acknowledged
             announced = [
                 r for w in held if (r := self._record_state(w, embedded_at, tokens)) is not None
@@ -115,6 +125,18 @@ class Checkpoint:
             metrics.IN_FLIGHT.dec(len(batch))
             if abandoned:
                 log.info("abandoned %d events of revoked partitions", abandoned)
+
+    def _fenced(self, held: list[Work]) -> Callable[[], bool]:
+        """True once any partition of ``held`` was revoked."""
+        return lambda: not all(self._held(w) for w in held)
+
+    def _abandon(self, batch: list[Work], exc: Exception) -> None:
+        log.warning("batch of %d events abandoned: %s", len(batch), exc)
+        for work in batch:
+            if work.event is not None:
+                self.pending.release(work.event.listing_id.encode(), work)
+        self.settled += len(batch)
+        metrics.IN_FLIGHT.dec(len(batch))
 
     # -- 0: ownership and the version decision --------------------------------------------------
 

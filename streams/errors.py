@@ -25,3 +25,10 @@ class FetchError(EmbedderError):
     def __init__(self, message: str, *, reason: str, transient: bool = False) -> None:
         super().__init__(message, reason=reason)
         self.transient = transient
+
+
+class WriteAbandoned(EmbedderError):
+    """A Milvus write that kept failing was given up: the batch's partitions were revoked (or
+    the process is stopping), so retrying could land after the partitions' next owner wrote."""
+
+    reason = "write_abandoned"

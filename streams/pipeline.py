@@ -222,10 +222,16 @@ class Pipeline:
                 candidates.setdefault(key, []).append(work)
         winners = await asyncio.gather(*(self._choose(works) for works in candidates.values()))
         for key, winner in zip(candidates, winners, strict=True):
-            if winner is not None and winner.verdict is not Verdict.ANNOUNCE:
-                assert winner.event is not None
-                state = guard.after_write(winner.event, winner.image_sha256)
-                self.pending.decide(key, winner.record.partition, state, winner)
+            if winner is None or winner.verdict is Verdict.ANNOUNCE:
+                continue
+            record = winner.record
+            if not self.ownership.holds((record.topic, record.partition), record.epoch):
+                # Revoked while its image was fetched: this work will be abandoned, and a
+                # pending state left by it would make the next owner's replay look stale.
+                continue
+            assert winner.event is not None
+            state = guard.after_write(winner.event, winner.image_sha256)
+            self.pending.decide(key, record.partition, state, winner)
         return batch
 
     async def _choose(self, works: list[Work]) -> Work | None:

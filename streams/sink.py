@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from streams import metrics
+from streams.errors import WriteAbandoned
 from streams.executor import BlockingRunner
 from vitrine.vectorstore import (
     IMAGE_VECTOR_FIELD,
@@ -72,9 +73,12 @@ def write_token(result: Any) -> int | None:
 class VectorSink(Protocol):
     """What the pipeline needs from the vector store."""
 
-    async def write(self, mutations: Sequence[Mutation]) -> dict[str, int]:
+    async def write(
+        self, mutations: Sequence[Mutation], give_up: Callable[[], bool] | None = None
+    ) -> dict[str, int]:
         """Apply the mutations; returns only once they are durable, with the write token
-        (Milvus timestamp) of each listing when the client reports one."""
+        (Milvus timestamp) of each listing when the client reports one. After a failed try,
+        raises :class:`~streams.errors.WriteAbandoned` instead of retrying when ``give_up()``."""
 
     async def fetch_rows(self, listing_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Current rows (all fields) of these listings."""
@@ -145,7 +149,9 @@ class MilvusSink:
             self._client = self._factory()
         return self._client
 
-    async def _retry(self, op: str, call: Callable[[Any], T]) -> T:
+    async def _retry(
+        self, op: str, call: Callable[[Any], T], give_up: Callable[[], bool] | None = None
+    ) -> T:
         delay = self._backoff
         while True:
             try:
@@ -157,14 +163,18 @@ class MilvusSink:
             except Exception as exc:  # pymilvus raises MilvusException, grpc and OS errors
                 error = exc
             if self.stopping:
-                raise VectorStoreError(f"Milvus {op} abandoned at shutdown: {error}")
+                raise WriteAbandoned(f"Milvus {op} abandoned at shutdown: {error}")
+            if give_up is not None and give_up():
+                raise WriteAbandoned(f"Milvus {op} abandoned, partitions revoked: {error}")
             metrics.MILVUS_RETRIES.labels(op=op).inc()
             log.warning("Milvus %s failed (%s); retrying in %.1fs", op, error, delay)
             self._client = None  # reconnect: the server may have restarted
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._backoff_max)
 
-    async def write(self, mutations: Sequence[Mutation]) -> dict[str, int]:
+    async def write(
+        self, mutations: Sequence[Mutation], give_up: Callable[[], bool] | None = None
+    ) -> dict[str, int]:
         """Delete removed listings and upsert the rest, one call each; their write tokens."""
         unique = newest_per_listing(mutations)
         deletes = [m.listing_id for m in unique if m.row is None]
@@ -175,11 +185,11 @@ class MilvusSink:
         started = time.perf_counter()
         tokens: dict[str, int | None] = {}
         if deletes:
-            result = await self._retry("delete", lambda c: c.delete(name, ids=deletes))
+            result = await self._retry("delete", lambda c: c.delete(name, ids=deletes), give_up)
             tokens.update(dict.fromkeys(deletes, write_token(result)))
         if rows:
-            _, token = await self._retry("upsert", lambda c: upsert_rows(c, name, rows))
-            tokens.update(dict.fromkeys((str(r["listing_id"]) for r in rows), token))
+            upserted = await self._retry("upsert", lambda c: upsert_rows(c, name, rows), give_up)
+            tokens.update(dict.fromkeys((str(r["listing_id"]) for r in rows), upserted[1]))
         metrics.STAGE_DURATION.labels(stage="upsert").observe(time.perf_counter() - started)
         return {listing: token for listing, token in tokens.items() if token is not None}
 

@@ -54,7 +54,7 @@ def build(
         lid = f"L{n:05d}"
         n += 1
         length = min(rng.choice([1, 2, 3, 4, 6]), good_count - made)
-        history = []
+        history: list[dict[str, Any]] = []
         title, image = rng.choice(TITLES), f"/c{rng.randrange(len(COLOURS))}.png"
         for version in range(1, length + 1):
             if version == 1 or (history and history[-1]["event_type"] == "deleted"):

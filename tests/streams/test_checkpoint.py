@@ -12,25 +12,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prometheus_client import REGISTRY
 
 from encoders.errors import EncoderError
 from encoders.runtime import Encoder
+from streams import metrics
+from streams.app import Embedder
 from streams.executor import BlockingRunner
 from streams.fetch import ImageFetcher
+from streams.kafka import FaustConsumer
 from streams.ledger import OffsetLedger
 from streams.ownership import Ownership
 from streams.pipeline import Pipeline
 from streams.records import SourceRecord, Work
-from streams.sink import Mutation
+from streams.settings import EmbedderSettings
+from streams.sink import MilvusSink, Mutation
 from streams.state import MemoryStates
 from tests.streams.harness import ImageServer, encode_json, listing_event, png
+from tests.streams.test_kafka import FakeApp, FakeClient, FakeFaustConsumer
 from tests.streams.test_pipeline import MemorySender, MemorySink, _settings
+from vitrine.settings import load
+from vitrine.vectorstore import CollectionLayout
 
 TOPIC = "events"
 P0 = (TOPIC, 0)
@@ -46,7 +54,9 @@ class GatedSink(MemorySink):
         self.entered = asyncio.Event()
         self.acked_at: list[datetime] = []
 
-    async def write(self, mutations: Sequence[Mutation]) -> dict[str, int]:
+    async def write(
+        self, mutations: Sequence[Mutation], give_up: Callable[[], bool] | None = None
+    ) -> dict[str, int]:
         self.entered.set()
         await self.gate.wait()
         tokens = await super().write(mutations)
@@ -57,7 +67,9 @@ class GatedSink(MemorySink):
 class HangingSender(MemorySender):
     """Embedded events are never acknowledged (the process dies while sending them)."""
 
-    async def send(self, topic: str, key: bytes | None, value: bytes | None, headers: list[Any]):  # type: ignore[no-untyped-def]
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[Any]
+    ) -> Awaitable[Any]:
         if topic.endswith("embedded"):
             return asyncio.get_running_loop().create_future()
         return await super().send(topic, key, value, headers)
@@ -176,7 +188,7 @@ def test_a_revoked_partitions_held_back_batch_never_overwrites_the_new_owner(
             assert sink.rows["X"]["version"] == 3
             await a.pipeline.checkpoint.commit(held)  # the held-back batch is released
             assert sink.rows["X"]["version"] == 3, "the old owner overwrote the new owner's row"
-            assert a.states.get(b"X")["v"] == 1  # nor did it touch the version state
+            assert a.states[b"X"]["v"] == 1  # nor did it touch the version state
 
     asyncio.run(run())
     assert announced(sender) == [("X", 1), ("X", 3)]
@@ -306,3 +318,142 @@ def test_an_encoder_failure_dead_letters_only_the_event_it_refuses(
     assert dead == ["L11"]
     assert sorted(sink.rows) == sorted(f"L{i}" for i in range(16) if i != 11)
     assert refusing.calls <= 1 + 2 * 4  # one try, then one bisection path of log2(16) levels
+
+
+def test_a_replay_after_revoke_and_reassign_is_not_judged_by_the_abandoned_batch(
+    stub_model: Path, image_server: ImageServer
+) -> None:
+    """The partition comes back to the same replica: the batch prepared before the revocation
+    is abandoned, and what it had decided must not make the replay of its events look stale."""
+    ev = events(image_server)
+    sink, sender = MemorySink(), MemorySender()
+
+    async def run() -> None:
+        async with replicas(stub_model, sink, sender, count=1) as (a,):
+            a.ownership.assign([P0])
+            await a.through([a.record(0, ev[1])])
+            held = await a.prepared([a.record(1, ev[2])])  # decided v2, still in flight
+            await a.pipeline.fence({P0})
+            a.pipeline.forget_partitions({P0})
+            a.ownership.assign([P0])  # back to this replica: a new epoch
+            replay = await a.prepared([a.record(1, ev[2])])  # prepared before the old batch
+            await a.pipeline.checkpoint.commit(held)  # abandoned
+            await a.pipeline.checkpoint.commit(replay)
+            assert a.pipeline.ledger.committable() == {P0: 2}
+
+    asyncio.run(run())
+    assert sink.rows["X"]["version"] == 2
+    assert announced(sender) == [("X", 1), ("X", 2)]
+
+
+def test_a_batch_revoked_while_it_was_prepared_leaves_no_pending_state(
+    stub_model: Path, image_server: ImageServer
+) -> None:
+    ev = events(image_server)
+    sink, sender = MemorySink(), MemorySender()
+
+    async def run() -> None:
+        async with replicas(stub_model, sink, sender, count=1) as (a,):
+            a.ownership.assign([P0])
+            record = a.record(0, ev[1])
+            a.pipeline.ledger.start(TOPIC, 0, 0)
+            a.pipeline.ledger.register(TOPIC, 0, 0)
+            fetch = a.pipeline.fetcher.fetch
+            gate = asyncio.Event()
+
+            async def slow_fetch(url: str) -> Any:
+                await gate.wait()
+                return await fetch(url)
+
+            a.pipeline.fetcher.fetch = slow_fetch  # type: ignore[method-assign]
+            preparing = asyncio.create_task(a.pipeline.prepare([record]))
+            await asyncio.sleep(0.05)
+            await a.pipeline.fence({P0})  # revoked while the image is being fetched
+            a.pipeline.forget_partitions({P0})
+            gate.set()
+            await preparing
+            assert len(a.pipeline.pending) == 0
+
+    asyncio.run(run())
+
+
+class DownClient:
+    """A Milvus client whose every write fails (the server is away)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def upsert(self, name: str, rows: list[dict[str, Any]]) -> Any:
+        self.calls += 1
+        raise ConnectionError("Milvus is away")
+
+    def delete(self, name: str, ids: list[str]) -> Any:
+        self.calls += 1
+        raise ConnectionError("Milvus is away")
+
+
+def test_a_write_failing_while_its_partitions_are_revoked_is_abandoned_not_retried(
+    stub_model: Path, image_server: ImageServer
+) -> None:
+    ev = events(image_server)
+    client = DownClient()
+    sender = MemorySender()
+
+    async def run() -> None:
+        async with replicas(stub_model, MemorySink(), sender, count=1) as (a,):
+            runner = a.pipeline.runner
+            sink = MilvusSink(lambda: client, CollectionLayout("c", 32, "FLAT"), runner, 0.01, 0.02)
+            a.pipeline.checkpoint.sink = sink
+            a.ownership.assign([P0])
+            batch = await a.prepared([a.record(0, ev[1])])
+            writing = asyncio.create_task(a.pipeline.checkpoint.commit(batch))
+            while client.calls < 3:  # Milvus down: retrying
+                await asyncio.sleep(0.01)
+            await asyncio.wait_for(a.pipeline.fence({P0}), 10)  # the rebalance is not held up
+            await writing
+            calls = client.calls
+            await asyncio.sleep(0.1)
+            assert client.calls == calls  # no retry after the partitions moved
+            assert a.pipeline.ledger.committable() == {}
+            assert a.states.get(b"X") is None and a.pipeline.idle
+
+    asyncio.run(run())
+    assert announced(sender) == []
+
+
+def _heartbeat() -> float:
+    return REGISTRY.get_sample_value("vitrine_embedder_heartbeat_timestamp_seconds") or 0.0
+
+
+def test_the_heartbeat_stands_still_while_work_is_stuck(
+    stub_model: Path, image_server: ImageServer
+) -> None:
+    ev = events(image_server)
+    sink = GatedSink()
+    settings = load(EmbedderSettings, metrics_port=0, commit_interval_s=0.05)
+
+    async def run() -> None:
+        async with replicas(stub_model, sink, MemorySender(), count=1) as (a,):
+            embedder = Embedder(settings)
+            embedder.pipeline = a.pipeline
+            embedder.kafka = FaustConsumer(FakeApp(FakeFaustConsumer(FakeClient(), set())))  # type: ignore[arg-type]
+            metrics.HEARTBEAT.set(0)
+            ticker = asyncio.create_task(embedder._tick())
+            try:
+                await asyncio.sleep(0.3)
+                assert _heartbeat() > 0  # idle with nothing to do: alive
+                a.ownership.assign([P0])
+                sink.gate.clear()
+                stuck = asyncio.create_task(a.through([a.record(0, ev[1])]))
+                await sink.entered.wait()
+                metrics.HEARTBEAT.set(0)
+                await asyncio.sleep(0.3)
+                assert _heartbeat() == 0  # work pending, no progress: the timer does not beat
+                sink.gate.set()
+                await stuck
+                await asyncio.sleep(0.3)
+                assert _heartbeat() > 0
+            finally:
+                ticker.cancel()
+
+    asyncio.run(run())

@@ -34,12 +34,12 @@ def _settings() -> EmbedderSettings:
 def app() -> Iterator[Any]:
     loop = asyncio.new_event_loop()  # faust binds the current loop; close it afterwards
     asyncio.set_event_loop(loop)
-    app = build_app(_settings())
+    app: Any = build_app(_settings())
     try:
         yield app
     finally:
         if "_consumer" in app.__dict__:  # created lazily, with its thread's own loop
-            app.consumer._thread.thread_loop.close()
+            app._consumer._thread.thread_loop.close()
         asyncio.set_event_loop(None)
         loop.close()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -56,10 +57,10 @@ def test_commit_never_passes_an_unfinished_event(
         sink = embedder.pipeline.sink
         real_write = sink.write
 
-        async def write(mutations: Sequence[Mutation]) -> dict[str, int]:
+        async def write(mutations: Sequence[Mutation], give_up: Any = None) -> dict[str, int]:
             if len(written) >= 3:
                 await gate.wait()
-            tokens = await real_write(mutations)
+            tokens = await real_write(mutations, give_up)
             written.append(len(mutations))
             return tokens
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,9 @@ class MemorySink:
         self.rows: dict[str, dict[str, Any]] = {}
         self.clock = 0  # a write token per call, like Milvus timestamps
 
-    async def write(self, mutations: Sequence[Mutation]) -> dict[str, int]:
+    async def write(
+        self, mutations: Sequence[Mutation], give_up: Callable[[], bool] | None = None
+    ) -> dict[str, int]:
         self.clock += 1
         for m in newest_per_listing(mutations):
             if m.row is None:
