@@ -264,15 +264,7 @@ def build_app(
             return _error(400, exc.reason, str(exc))
         except ValueError:
             return _error(400, "invalid_value", "k must be an integer")
-        try:
-            reply = await recall.similar(listing_id, k=k, filters=filters)
-        except InvalidQuery as exc:
-            return _error(400, exc.reason, str(exc))
-        except RecallTimeout as exc:
-            return _error(504, exc.reason, str(exc))
-        except RecallError as exc:
-            return _error(503, exc.reason, str(exc))
-        return web.json_response(reply_body(reply, catalog, listing_id))
+        return await _ask(recall.similar(listing_id, k=k, filters=filters), seed=listing_id)
 
     async def search_text(request: web.Request) -> web.Response:
         params = {k: request.query.getall(k) for k in request.query}
@@ -302,7 +294,8 @@ def build_app(
             return _error(400, "not_an_image", str(exc))
         return await _ask(recall.similar_to_image(photo, k=settings.explorer_k, filters=filters))
 
-    async def _ask(call: Awaitable[RecallReply]) -> web.Response:
+    async def _ask(call: Awaitable[RecallReply], seed: str | None = None) -> web.Response:
+        """The recall round trip's reply as cards, or the client's refusal with its reason."""
         try:
             reply = await call
         except InvalidQuery as exc:
@@ -311,7 +304,7 @@ def build_app(
             return _error(504, exc.reason, str(exc))
         except RecallError as exc:
             return _error(503, exc.reason, str(exc))
-        return web.json_response(reply_body(reply, catalog, None))
+        return web.json_response(reply_body(reply, catalog, seed))
 
     async def thumb(request: web.Request) -> web.Response:
         entry = catalog.get(request.match_info["listing_id"])
