@@ -324,3 +324,25 @@ def test_listing_parameter_is_required(shop: Shop) -> None:
 
     status, body = asyncio.run(ask())
     assert status == 400 and body["reason"] == "missing_field"
+
+
+def test_the_blocking_client_searches_by_text_and_photo(shop: Shop) -> None:
+    from recall import RecallClient
+    from recall.errors import InvalidQuery
+    from schemas import RecallStatus, limits
+
+    with RecallClient(shop.settings) as client:
+        reply = client.search_text("blue star", k=K, timeout=30)
+        assert reply.status is RecallStatus.OK
+        assert [i.listing_id for i in reply.items or ()] == _expected_shared(
+            shop, RecallQuery(text="blue star")
+        )
+        reply = client.similar_to_image(shop.covers["L00042"], k=3, timeout=30)
+        assert "L00042" in [i.listing_id for i in reply.items or ()]
+        blank = client.search_text(" ", timeout=30)
+        assert (blank.status, blank.reason) == (RecallStatus.INVALID, "empty_text")
+        junk = client.similar_to_image(b"%PDF-1.7 not a photo", timeout=30)
+        assert (junk.status, junk.reason) == (RecallStatus.INVALID, "not_an_image")
+        with pytest.raises(InvalidQuery) as caught:  # refused before it is sent
+            client.similar_to_image(b"\xff" * (limits.MAX_QUERY_IMAGE_BYTES + 1))
+        assert caught.value.reason == "too_large"
