@@ -17,7 +17,7 @@ next read there anyway.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from vitrine.errors import VitrineError
@@ -143,7 +143,6 @@ def ensure_collection(client: Any, layout: CollectionLayout) -> bool:
 
     An existing collection with another dimension is an error, never silently recreated.
     """
-    from pymilvus import DataType
 
     if client.has_collection(layout.name):
         dims = vector_dims(client.describe_collection(layout.name))
@@ -162,6 +161,25 @@ def ensure_collection(client: Any, layout: CollectionLayout) -> bool:
         if layout.index_type == "FLAT":  # milvus-lite: an ANN index once large enough
             ensure_lite_ann_index(client, layout)
         return False
+    try:
+        return _create_collection(client, layout)
+    except Exception as exc:
+        # Milvus before 2.4 (e.g. the 2.3.5 standalone server of the `milvus` package) has one
+        # vector field per collection: keep the item embeddings, drop the cover vectors (text
+        # and photo queries then answer no_shared_space).
+        if layout.shared_dim is None or "multiple vector fields" not in str(exc):
+            raise
+        log.warning(
+            "Milvus at this endpoint stores one vector field per collection; %s is created "
+            "without cover vectors, so text and photo queries cannot be answered from it",
+            layout.name,
+        )
+        return _create_collection(client, replace(layout, shared_dim=None))
+
+
+def _create_collection(client: Any, layout: CollectionLayout) -> bool:
+    from pymilvus import DataType
+
     schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field("listing_id", DataType.VARCHAR, is_primary=True, max_length=64)
     schema.add_field(EMBEDDING_FIELD, DataType.FLOAT_VECTOR, dim=layout.dim)
