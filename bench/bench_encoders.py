@@ -17,7 +17,7 @@ Each profile runs in its own subprocess so memory peaks do not mix. Model direct
 (throughput does not depend on weights; building needs the ``train`` extra).
 
     python bench/bench_encoders.py --profiles cpu production --seconds 3
-    python bench/bench_encoders.py --sizes 160 192 224 --quality /work/data/fashion-train
+    python bench/bench_encoders.py --sizes 160 192 224 --quality DATA_DIR
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ the category. Images are copied (or hard-linked) under ``OUT/images``. Needs pan
 pyarrow for Parquet): the ``dev`` extra.
 
     python scripts/catalogue_to_training.py --catalogue products.parquet --images-root . \\
-        --out /work/data/fashion-train --groups 900 --singles 800 --seed 0
+        --out fashion-train --groups 900 --singles 800 --seed 0
 """
 
 from __future__ import annotations
