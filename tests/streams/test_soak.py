@@ -38,7 +38,14 @@ import pytest
 from streams.settings import EmbedderSettings
 from tests.streams import scenario
 from tests.streams.harness import ImageServer, produce, read_all
-from tests.streams.test_crash import _env, _free_port, _paced, _start, _wait_running
+from tests.streams.processes import (
+    committed_total,
+    embedder_env,
+    free_port,
+    paced,
+    start_embedder,
+    wait_running,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -55,7 +62,7 @@ class Replica:
 
     def __init__(self, name: str, env: dict[str, str], logs: Path) -> None:
         self.name = name
-        self.port = _free_port()
+        self.port = free_port()
         self.env = {**env, "VITRINE_METRICS_PORT": str(self.port)}
         self.logs = logs
         self.proc: subprocess.Popen[bytes] | None = None
@@ -63,7 +70,7 @@ class Replica:
 
     def start(self) -> None:
         self.starts += 1
-        self.proc = _start(self.env, self.logs / f"{self.name}-{self.starts}.log")
+        self.proc = start_embedder(self.env, self.logs / f"{self.name}-{self.starts}.log")
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -73,13 +80,9 @@ class Replica:
     def stop(self) -> int:
         """SIGTERM once the process runs faust (before that a SIGTERM also exits 0)."""
         assert self.proc is not None
-        _wait_running(self.port, timeout_s=60)
+        wait_running(self.port, timeout_s=60)
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(90)
-
-
-def committed_total(settings: EmbedderSettings) -> int:
-    return sum(max(0, o) for o in scenario.committed(settings, settings.topic_partitions).values())
 
 
 def wait_progress(settings: EmbedderSettings, timeout_s: float) -> None:
@@ -138,10 +141,10 @@ def test_two_replicas_killed_and_restarted_end_exact(
     split = int(len(sc.records) * BACKLOG)
     produce(settings, settings.topic_events, sc.records[:split])  # a backlog at the first join
     feeder = threading.Thread(
-        target=lambda: produce(settings, settings.topic_events, _paced(sc.records[split:], RATE)),
+        target=lambda: produce(settings, settings.topic_events, paced(sc.records[split:], RATE)),
         daemon=True,
     )
-    env = _env(settings)
+    env = embedder_env(settings)
     replicas = [Replica(f"r{i}", env, tmp_path) for i in range(2)]
     rng = random.Random(SEED)
     actions = ["kill"] * KILLS + ["stop"] * STOPS

@@ -9,10 +9,6 @@ group's lag is 0, and the recall worker answered every request sent while it was
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +22,7 @@ from schemas import RecallStatus
 from streams.settings import EmbedderSettings
 from tests.streams import scenario
 from tests.streams.harness import ImageServer, produce
+from tests.streams.processes import committed_total, embedder_env, paced, start_embedder
 from tests.streams.test_embedder import check_outcome
 from vitrine.infra.kafka import LocalKafka
 from vitrine.settings import InfraSettings, load
@@ -88,52 +85,6 @@ def test_cluster_settings_give_replicated_topics(cluster: LocalKafka) -> None:
     assert configs["min.insync.replicas"].value == "2"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _embedder_env(settings: EmbedderSettings) -> dict[str, str]:
-    values = {
-        "KAFKA_BOOTSTRAP": settings.bootstrap_servers,
-        "TOPIC_REPLICATION": "3",
-        "TOPIC_MIN_INSYNC_REPLICAS": "2",
-        "MILVUS_URI": settings.milvus_endpoint,
-        "MILVUS_COLLECTION": settings.milvus_collection,
-        "TOPIC_EVENTS": settings.topic_events,
-        "TOPIC_EMBEDDED": settings.topic_embedded,
-        "TOPIC_DLQ": settings.topic_dlq,
-        "TOPIC_PARTITIONS": str(settings.topic_partitions),
-        "APP_ID": settings.app_id,
-        "MODEL_DIR": str(settings.model_dir),
-        "ALLOW_LOOPBACK_IMAGES": "true",
-        "METRICS_PORT": "0",
-        "BATCH_SIZE": "32",
-        "BATCH_WAIT_MS": "20",
-        "FETCH_MAX_BYTES": str(settings.fetch_max_bytes),
-        "FETCH_ATTEMPTS": "2",
-        "FETCH_BACKOFF_S": "0.05",
-        "SESSION_TIMEOUT_S": "6",
-        "COMMIT_INTERVAL_S": "0.2",
-        "LOG_LEVEL": "WARNING",
-    }
-    return {**os.environ, **{f"VITRINE_{k}": v for k, v in values.items()}}
-
-
-def _paced(records: list, rate: float) -> Iterator:
-    started = time.monotonic()
-    for n, record in enumerate(records):
-        delay = started + n / rate - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        yield record
-
-
-def _committed_total(settings: EmbedderSettings) -> int:
-    return sum(max(0, o) for o in scenario.committed(settings, settings.topic_partitions).values())
-
-
 def test_a_broker_killed_mid_stream_loses_nothing(
     cluster: LocalKafka,
     milvus: str,
@@ -167,16 +118,13 @@ def test_a_broker_killed_mid_stream_loses_nothing(
 
     def feed() -> None:
         try:  # produce() asserts that every record was acknowledged (acks=all)
-            produce(settings, settings.topic_events, _paced(sc.records, 50.0))
+            produce(settings, settings.topic_events, paced(sc.records, 50.0))
         except BaseException as exc:
             feeder_error.append(exc)
 
-    log = (tmp_path / "embedder.log").open("ab")
-    embedder = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "embedder"],
-        env=_embedder_env(settings),
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    embedder = start_embedder(
+        embedder_env(settings, TOPIC_REPLICATION="3", TOPIC_MIN_INSYNC_REPLICAS="2"),
+        tmp_path / "embedder.log",
     )
     feeder = threading.Thread(target=feed, daemon=True)
     recall_settings = load(
@@ -204,9 +152,9 @@ def test_a_broker_killed_mid_stream_loses_nothing(
         feeder.start()
         # Kill a broker once the embedder has committed work, mid-stream.
         deadline = time.monotonic() + 120
-        while _committed_total(settings) == 0 and time.monotonic() < deadline:
+        while committed_total(settings) == 0 and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert _committed_total(settings) > 0, "the embedder committed nothing"
+        assert committed_total(settings) > 0, "the embedder committed nothing"
         worker = RecallWorker(recall_settings, open_index(recall_settings, wait_s=60))
         worker_thread = threading.Thread(target=worker.run, daemon=True)
         worker_thread.start()
@@ -231,7 +179,6 @@ def test_a_broker_killed_mid_stream_loses_nothing(
             worker.close()
         embedder.terminate()
         embedder.wait(60)
-        log.close()
     check_outcome(settings, sc)
 
 
