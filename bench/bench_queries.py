@@ -41,6 +41,7 @@ from encoders.preprocess import preprocess_image  # noqa: E402
 from encoders.runtime import Encoder  # noqa: E402
 from recall import AsyncRecallClient, RecallSettings, RecallTimeout  # noqa: E402
 from schemas import EventType, decode_listing_event  # noqa: E402
+from vitrine.kafka_config import admin_config  # noqa: E402
 from vitrine.settings import VitrineSettings, load  # noqa: E402
 from vitrine.topics import TopicSpec, ensure_topics  # noqa: E402
 from vitrine.vectorstore import CollectionLayout, connect, ensure_collection  # noqa: E402
@@ -218,9 +219,7 @@ def main() -> int:
         server.close()
         from confluent_kafka.admin import AdminClient
 
-        AdminClient({"bootstrap.servers": settings.bootstrap_servers}).delete_topics(
-            [requests, replies]
-        )
+        AdminClient(admin_config(settings)).delete_topics([requests, replies])
     report = {
         "conditions": {
             "machine": f"{platform.machine()}, {os.cpu_count()} cores",

@@ -63,6 +63,20 @@ def reply_consumer_config(settings: VitrineSettings, instance: str) -> dict[str,
     }
 
 
+def reader_config(settings: VitrineSettings, group_id: str, **overrides: Any) -> dict[str, Any]:
+    """A consumer that reads by assignment and never commits (monitors, lag probes, tails):
+    ``group_id`` only names whose committed offsets it may read."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "log_level": 3,
+    }
+    config.update(overrides)
+    return config
+
+
 def admin_config(settings: VitrineSettings, bootstrap: str | None = None) -> dict[str, Any]:
     """AdminClient settings (``bootstrap``: one node instead of the cluster, for probes)."""
     return {"bootstrap.servers": bootstrap or settings.bootstrap_servers, "log_level": 0}

@@ -19,6 +19,7 @@ from app.demo.services import DemoError, ServiceProcess, ensure_model, tail
 from app.demo.stats import RunStats, render_recall, render_status, render_summary, summary
 from vitrine.infra.kafka import LocalKafka
 from vitrine.infra.milvus import LocalMilvus
+from vitrine.kafka_config import admin_config, reader_config
 from vitrine.settings import VitrineSettings
 
 DLQ_REASON_HEADER = "vitrine.dlq.reason"
@@ -176,12 +177,7 @@ class Monitor:
 
         self.stats = stats
         self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.bootstrap_servers,
-                "group.id": f"vitrine-demo-monitor-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "log_level": 3,
-            }
+            reader_config(settings, f"vitrine-demo-monitor-{uuid.uuid4().hex[:8]}")
         )
         self.topics = {"embedded": settings.topic_embedded, "dlq": settings.topic_dlq}
         self.start_offsets: dict[str, dict[int, int]] = {}
@@ -240,7 +236,7 @@ def wait_for_group(
     from confluent_kafka import ConsumerGroupState
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers, "log_level": 0})
+    admin = AdminClient(admin_config(settings))
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         service.check()
@@ -265,14 +261,7 @@ class LagProbe:
         from confluent_kafka import Consumer, TopicPartition
 
         # Joins no group: committed() and watermarks only read the group's offsets.
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.bootstrap_servers,
-                "group.id": group_id,
-                "enable.auto.commit": False,
-                "log_level": 3,
-            }
-        )
+        self.consumer = Consumer(reader_config(settings, group_id))
         topic = settings.topic_events
         partitions = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
         self.partitions = [TopicPartition(topic, p) for p in partitions]
