@@ -8,8 +8,8 @@ running when the launcher exits, so Vitrine starts the binary itself and keeps i
 ``VITRINE_MILVUS_KIND=server``: the real Milvus standalone binary from the PyPI package
 ``milvus`` (2.3.x: embedded etcd, local storage, rocksmq) — HNSW, aliases, real consistency
 levels, no Docker. Its data, config and logs live under ``VITRINE_HOME/milvus-server``; it
-listens on ``VITRINE_MILVUS_PORT`` (the proxy clients talk to) and the next ten ports (etcd,
-coordinators, nodes, metrics). Vitrine writes the config with the package's own template and
+listens on ``VITRINE_MILVUS_PORT`` (the proxy clients talk to) and the next eleven ports (etcd,
+coordinators, nodes, metrics, etcd peer). Vitrine writes the config with the package's own template and
 starts the binary itself, as for milvus-lite.
 """
 
@@ -43,6 +43,19 @@ SERVER_PORT_OFFSETS = {
     "data_node_port": 9,
 }
 METRICS_PORT_OFFSET = 10
+#: The embedded etcd's peer port. Left alone, embedded etcd listens on 2379/2380 whatever the
+#: Milvus config says, so a second local server (another home, a benchmark's) cannot start.
+ETCD_PEER_PORT_OFFSET = 11
+
+EMBED_ETCD_CONFIG = """\
+# Written by vitrine infra: the embedded etcd on this home's ports, not on 2379/2380.
+name: default
+listen-client-urls: http://127.0.0.1:{client}
+advertise-client-urls: http://127.0.0.1:{client}
+listen-peer-urls: http://127.0.0.1:{peer}
+initial-advertise-peer-urls: http://127.0.0.1:{peer}
+initial-cluster: default=http://127.0.0.1:{peer}
+"""
 
 
 def _probe_list_collections(uri: str, token: str, timeout_s: float) -> bool:
@@ -131,11 +144,12 @@ class MilvusStandalone(LocalService):
 
     def ports(self) -> list[int]:
         base = self.settings.milvus_port
-        return [base, *(base + o for o in SERVER_PORT_OFFSETS.values()), self.metrics_port]
+        offsets = [*SERVER_PORT_OFFSETS.values(), METRICS_PORT_OFFSET, ETCD_PEER_PORT_OFFSET]
+        return [base, *(base + o for o in offsets)]
 
     def port_hint(self) -> str:
         return (
-            "the Milvus server uses VITRINE_MILVUS_PORT and the next 10 ports: set another "
+            "the Milvus server uses VITRINE_MILVUS_PORT and the next 11 ports: set another "
             "VITRINE_MILVUS_PORT, or point VITRINE_MILVUS_URI at that server if it is Milvus"
         )
 
@@ -164,8 +178,16 @@ class MilvusStandalone(LocalService):
         config.resolve()  # writes configs/milvus.yaml from the package's template
         milvus_package._initialize_data_files(str(self.root))  # unpacks bin/ once
         (self.root / "logs").mkdir(parents=True, exist_ok=True)
+        etcd_config = self.config_file.parent / "embed-etcd.yaml"
+        etcd_config.write_text(
+            EMBED_ETCD_CONFIG.format(
+                client=ports["etcd_port"],
+                peer=self.settings.milvus_port + ETCD_PEER_PORT_OFFSET,
+            )
+        )
         env = child_env(
             DEPLOY_MODE="STANDALONE",
+            ETCD_CONFIG_PATH=str(etcd_config),  # Milvus reads etcd.config.path from this
             METRICS_PORT=str(self.metrics_port),
             MILVUS_RUN_DIR=str(self.root / "run"),
             LD_LIBRARY_PATH=f"{self.binary.parent}:{os.environ.get('LD_LIBRARY_PATH', '')}",

@@ -9,6 +9,8 @@ import textwrap
 
 import pytest
 
+from vitrine.settings import InfraSettings
+
 pytestmark = pytest.mark.integration
 
 WRITER = textwrap.dedent(
@@ -86,3 +88,22 @@ def test_two_processes_share_one_server(milvus: str, unique_name: str) -> None:
         client = open_client(milvus)
         client.drop_collection(unique_name)
         client.close()
+
+
+def test_a_local_server_keeps_to_its_own_ports(milvus: str, infra_settings: InfraSettings) -> None:
+    """Embedded etcd listens on the home's ports, so two local servers can run side by side."""
+    import socket
+
+    from vitrine.infra.milvus import ETCD_PEER_PORT_OFFSET, MilvusStandalone, local_milvus
+
+    service = local_milvus(infra_settings)
+    if not isinstance(service, MilvusStandalone) or not infra_settings.manages_milvus:
+        pytest.skip("needs the local Milvus server (VITRINE_MILVUS_KIND=server)")
+    config = (service.config_file.parent / "embed-etcd.yaml").read_text()
+    peer = infra_settings.milvus_port + ETCD_PEER_PORT_OFFSET
+    assert f"listen-peer-urls: http://127.0.0.1:{peer}" in config
+    assert f"listen-client-urls: http://127.0.0.1:{infra_settings.milvus_port + 1}" in config
+    for port in (peer, infra_settings.milvus_port + 1):
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass  # the server's etcd answers there
+    assert peer in service.ports()
