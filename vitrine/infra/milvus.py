@@ -9,8 +9,8 @@ running when the launcher exits, so Vitrine starts the binary itself and keeps i
 ``milvus`` (2.3.x: embedded etcd, local storage, rocksmq) — HNSW, aliases, real consistency
 levels, no Docker. Its data, config and logs live under ``VITRINE_HOME/milvus-server``; it
 listens on ``VITRINE_MILVUS_PORT`` (the proxy clients talk to) and the next eleven ports (etcd,
-coordinators, nodes, metrics, etcd peer). Vitrine writes the config with the package's own template and
-starts the binary itself, as for milvus-lite.
+coordinators, nodes, metrics, etcd peer). Vitrine writes the config with the package's own
+template and starts the binary itself, as for milvus-lite.
 """
 
 from __future__ import annotations
