@@ -87,12 +87,14 @@ class ControlReader:
         topic = self._settings.topic_control
         deadline = time.monotonic() + timeout_s
         try:
-            _, high = self._consumer.get_watermark_offsets(
+            low, high = self._consumer.get_watermark_offsets(
                 TopicPartition(topic, PARTITION), timeout=timeout_s, cached=False
             )
         except Exception as exc:
             raise ControlError(f"end of {topic} unknown: {exc}") from exc
         found: dict[bytes, bytes | None] = {}
+        if high <= low:
+            return found  # empty
         while True:
             (position,) = self._consumer.position([TopicPartition(topic, PARTITION)])
             if position.offset >= high:
