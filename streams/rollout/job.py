@@ -126,10 +126,14 @@ class RolloutJob:
         job has processed everything before it)."""
         settings, rollout = self.settings, self.rollout
         started = time.monotonic()
-        runner = BlockingRunner(settings.encode_threads, name="vitrine-rollout")
+        # Decoding, the towers and Milvus each get their own threads: the towers of one batch
+        # run while the covers of the next are decoded, never queued behind them.
+        runner = BlockingRunner(settings.encode_threads, name="vitrine-rollout-decode")
+        towers = BlockingRunner(1, name="vitrine-rollout-encode")
+        milvus = BlockingRunner(2, name="vitrine-rollout-milvus")
         kafka = BlockingRunner(1, name="vitrine-rollout-kafka")  # the consumer is not threadsafe
         if self.encoder is None:
-            self.encoder = await runner.run(Encoder.load, rollout.model_dir)
+            self.encoder = await towers.run(Encoder.load, rollout.model_dir)
         encoder = self.encoder
         if encoder.manifest.model_version != rollout.candidate_model_version:
             raise ValueError(
@@ -154,9 +158,13 @@ class RolloutJob:
         self._last_done = (time.monotonic(), plan.remaining(self._bulk_ends, tail.positions))
         try:
             producer = asyncio.create_task(
-                self._prepare_loop(tail, kafka, runner, client, covers, queue, until_caught_up)
+                self._prepare_loop(
+                    tail, kafka, runner, milvus, client, covers, queue, until_caught_up
+                )
             )
-            writer = asyncio.create_task(self._write_loop(tail, kafka, runner, client, queue))
+            writer = asyncio.create_task(
+                self._write_loop(tail, kafka, towers, milvus, client, queue)
+            )
             stopper = asyncio.create_task(self._stop.wait())
             done, _ = await asyncio.wait(
                 {writer, stopper, producer}, return_when=asyncio.FIRST_COMPLETED
@@ -173,8 +181,8 @@ class RolloutJob:
         finally:
             await fetcher.close()
             await kafka.run(tail.close)
-            kafka.close()
-            runner.close()
+            for pool in (kafka, runner, towers, milvus):
+                pool.close()
             with contextlib.suppress(Exception):
                 client.close()
         self.summary.seconds = time.monotonic() - started
@@ -188,6 +196,7 @@ class RolloutJob:
         tail: StateTail,
         kafka: BlockingRunner,
         runner: BlockingRunner,
+        milvus: BlockingRunner,
         client: Any,
         covers: CoverStore,
         queue: asyncio.Queue[_Batch | None],
@@ -206,7 +215,7 @@ class RolloutJob:
                 self._progress(tail)
                 continue
             started = time.perf_counter()
-            batch = await self._prepare(records, runner, client, covers)
+            batch = await self._prepare(records, runner, milvus, client, covers)
             metrics.STAGE_DURATION.labels(stage="prepare").observe(time.perf_counter() - started)
             await queue.put(batch)
 
@@ -232,6 +241,7 @@ class RolloutJob:
         self,
         records: list[StateRecord],
         runner: BlockingRunner,
+        milvus: BlockingRunner,
         client: Any,
         covers: CoverStore,
     ) -> _Batch:
@@ -255,7 +265,7 @@ class RolloutJob:
             entries[entry.listing_id] = entry
         started = time.perf_counter()
         stored = await self._milvus(
-            runner,
+            milvus,
             lambda: listing_versions(client, self.rollout.candidate_collection, list(entries)),
         )
         metrics.STAGE_DURATION.labels(stage="check").observe(time.perf_counter() - started)
@@ -287,7 +297,8 @@ class RolloutJob:
         self,
         tail: StateTail,
         kafka: BlockingRunner,
-        runner: BlockingRunner,
+        towers: BlockingRunner,
+        milvus: BlockingRunner,
         client: Any,
         queue: asyncio.Queue[_Batch | None],
     ) -> None:
@@ -295,13 +306,13 @@ class RolloutJob:
             batch = await queue.get()
             if batch is None:
                 return
-            rows = await self._encode(batch, runner)
+            rows = await self._encode(batch, towers)
             started = time.perf_counter()
             name, deletes = self.rollout.candidate_collection, batch.deletes
             if deletes:
-                await self._milvus(runner, functools.partial(client.delete, name, ids=deletes))
+                await self._milvus(milvus, functools.partial(client.delete, name, ids=deletes))
             if rows:
-                await self._milvus(runner, functools.partial(upsert_rows, client, name, rows))
+                await self._milvus(milvus, functools.partial(upsert_rows, client, name, rows))
             metrics.STAGE_DURATION.labels(stage="write").observe(time.perf_counter() - started)
             self._count("deleted", len(batch.deletes))
             self._count("written", len(rows))
