@@ -85,6 +85,9 @@ def _point_alias(settings: RolloutSettings, client: Any, collection: str) -> Non
     if settings.milvus_is_lite:
         return
     alias = alias_name(collection)
+    quiet = logging.getLogger("pymilvus.decorators")  # logs every refused call as an ERROR
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
     try:
         try:
             client.alter_alias(collection_name=collection, alias=alias)
@@ -97,6 +100,8 @@ def _point_alias(settings: RolloutSettings, client: Any, collection: str) -> Non
             log.info("this Milvus has no aliases (milvus-lite): only the live pointer moves")
             return
         raise
+    finally:
+        quiet.setLevel(level)
     log.info("alias %s -> %s", alias, collection)
 
 

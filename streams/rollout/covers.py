@@ -8,10 +8,11 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from schemas import CatalogueEntry
 from streams.errors import FetchError
-from streams.fetch import ImageFetcher
+from streams.fetch import FetchedImage
 from streams.rollout import metrics
 
 log = logging.getLogger(__name__)
@@ -25,11 +26,19 @@ class Cover:
     sha256: str
 
 
+class CoverFetcher(Protocol):
+    """What the store needs from :class:`~streams.fetch.ImageFetcher`."""
+
+    async def fetch(self, url: str) -> FetchedImage:
+        """The image at ``url``, or :class:`~streams.errors.FetchError`."""
+        ...
+
+
 class CoverStore:
     """``sha256 -> bytes`` files under ``directory`` (None: no cache), written atomically and
     only with bytes whose hash was checked."""
 
-    def __init__(self, fetcher: ImageFetcher, directory: Path | None) -> None:
+    def __init__(self, fetcher: CoverFetcher, directory: Path | None) -> None:
         self._fetcher = fetcher
         self._directory = directory
 

@@ -226,16 +226,8 @@ class RolloutJob:
         if not queue.empty():
             return False
         ends = await kafka.run(tail.ends)
-        read_to = await kafka.run(self._read_positions, tail)
+        read_to = await kafka.run(tail.read_positions)
         return plan.remaining(ends, read_to) == 0
-
-    @staticmethod
-    def _read_positions(tail: StateTail) -> dict[int, int]:
-        from confluent_kafka import TopicPartition
-
-        consumer = tail._consumer
-        tps = consumer.position([TopicPartition(tail._topic, p) for p in tail.partitions])
-        return {tp.partition: tp.offset for tp in tps if tp.offset >= 0}
 
     async def _prepare(
         self,

@@ -102,6 +102,15 @@ class StateTail:
             )
         return out
 
+    def read_positions(self) -> dict[int, int]:
+        """Per partition, the offset of the next record :meth:`read` returns (absent: none read
+        and none committed)."""
+        from confluent_kafka import TopicPartition
+
+        tps = self._consumer.position([TopicPartition(self._topic, p) for p in self.partitions])
+        read = {tp.partition: tp.offset for tp in tps if tp.offset >= 0}
+        return {**self.positions, **read}
+
     def ends(self) -> list[int]:
         """High watermarks now (index = partition)."""
         from confluent_kafka import TopicPartition
