@@ -211,15 +211,23 @@ def _point(settings: RolloutSettings, pointer: LivePointer) -> None:
     write_control(settings, LIVE_KEY, encode(pointer))
 
 
-def check_complete(settings: RolloutSettings, rollout: RolloutRecord) -> plan.Gaps:
-    """Compare the candidate with the catalogue as it is now."""
+def wait_complete(settings: RolloutSettings, rollout: RolloutRecord, wait_s: float) -> plan.Gaps:
+    """The gaps left once the candidate caught up with the catalogue as it was when this was
+    called (or ``wait_s`` passed): only the listings that were behind are read again, so a
+    stream that keeps changing other listings cannot keep the check from ending."""
     catalogue = read_catalogue(settings)
     client = connect(settings)
     try:
-        rows = listing_versions(client, rollout.candidate_collection)
+        found = plan.gaps(catalogue, listing_versions(client, rollout.candidate_collection))
+        deadline = time.monotonic() + wait_s
+        while not found.ready and time.monotonic() < deadline:
+            time.sleep(0.5)
+            ids = [*found.missing, *found.behind, *found.deleted_but_present]
+            rows = listing_versions(client, rollout.candidate_collection, ids)
+            found = plan.gaps(catalogue, rows, only=set(ids))
     finally:
         client.close()
-    return plan.gaps(catalogue, rows)
+    return found
 
 
 def cutover(settings: RolloutSettings, wait_s: float | None = None) -> RolloutRecord:
@@ -227,17 +235,12 @@ def cutover(settings: RolloutSettings, wait_s: float | None = None) -> RolloutRe
     up to ``wait_s`` for the job to catch up); refused otherwise."""
     rollout = _require(read(settings), RolloutPhase.STARTED, RolloutPhase.ROLLED_BACK)
     wait = settings.rollout_wait_s if wait_s is None else wait_s
-    deadline = time.monotonic() + wait
-    while True:
-        found = check_complete(settings, rollout)
-        if found.ready:
-            break
-        if time.monotonic() >= deadline:
-            raise RolloutRefused(
-                f"candidate {rollout.candidate_collection} is not complete: {found.describe()}",
-                reason="candidate_incomplete",
-            )
-        time.sleep(1.0)
+    found = wait_complete(settings, rollout, wait)
+    if not found.ready:
+        raise RolloutRefused(
+            f"candidate {rollout.candidate_collection} is not complete: {found.describe()}",
+            reason="candidate_incomplete",
+        )
     _point(
         settings,
         LivePointer(

@@ -94,17 +94,19 @@ class Gaps:
         return "; ".join(parts) or "none"
 
 
-def gaps(catalogue: Catalogue, candidate: Mapping[str, int]) -> Gaps:
-    """Compare the candidate's rows (listing -> version) with the catalogue read before them.
+def gaps(catalogue: Catalogue, candidate: Mapping[str, int], only: set[str] | None = None) -> Gaps:
+    """Compare the candidate's rows (listing -> version) with the catalogue read before them
+    (``only``: just these listings, the candidate's rows of them given).
 
     Rows newer than the catalogue, or of listings created since, are fine: the candidate was
     read later and the job keeps following the state.
     """
-    missing = [lid for lid in catalogue.versions if lid not in candidate]
-    behind = [
-        lid for lid, v in catalogue.versions.items() if lid in candidate and candidate[lid] < v
-    ]
-    present = [lid for lid in catalogue.deleted if lid in candidate]
+    versions = catalogue.versions
+    live = versions if only is None else {lid: versions[lid] for lid in only if lid in versions}
+    deleted = catalogue.deleted if only is None else catalogue.deleted & only
+    missing = [lid for lid in live if lid not in candidate]
+    behind = [lid for lid, v in live.items() if lid in candidate and candidate[lid] < v]
+    present = [lid for lid in deleted if lid in candidate]
     return Gaps(missing, behind, present)
 
 

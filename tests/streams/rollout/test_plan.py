@@ -43,6 +43,9 @@ def test_cutover_needs_every_live_listing_at_its_newest_version() -> None:
     assert "1 missing (c)" in found.describe()
     # Newer rows and listings created since the catalogue was read are fine.
     assert plan.gaps(catalogue, {"a": 2, "b": 3, "c": 1, "new": 1}).ready
+    # Checking again only the listings that were behind.
+    again = plan.gaps(catalogue, {"b": 3}, only={"b", "c", "gone"})
+    assert (again.missing, again.behind, again.deleted_but_present) == (["c"], [], [])
 
 
 def test_progress_figures() -> None:
