@@ -1,16 +1,19 @@
 """Rollout benchmark: bulk re-embed listings/s next to encoder-only throughput, in one run.
 
-Writes N catalogue entries (rendered product photos of --image-size px served on loopback) to
-a fresh state topic, starts a rollout into a new collection and times the job until it has
-caught up (read, version check, fetch + sha256, decode, encode, upsert, commit). In the same
-process and run it then times the encoder alone on the same covers: the towers on preprocessed
-tensors (as bench_pipeline.py does), and preprocessing + towers from the bytes. Needs
-`vitrine infra up`. Example::
+Writes N catalogue entries (rendered product photos of --image-size px, served on loopback by
+a separate process) to a fresh state topic, starts a rollout into a new collection and times
+the job until it has caught up (read, version check, fetch + sha256, decode, encode, upsert,
+commit). In the same process and run it times the encoder alone on the same covers and titles,
+before and after the bulk (averaged): the towers on preprocessed tensors (as
+bench_pipeline.py does), and preprocessing + towers from the bytes. Each figure is also given
+per CPU-second of this process (the bulk's own work: Kafka client, fetching, hashing, decoding,
+towers, Milvus client), which moves far less than wall-clock rates when other work shares the
+machine. Needs `vitrine infra up`. Example::
 
     python bench/bench_rollout.py --listings 2000 --profile cpu
 
 Without --model-dir an untrained model of --profile is exported once (needs the train extra).
-Results: docs/benchmarks-pipeline.md, "Bulk re-embed".
+Results: docs/benchmarks-rollout.md.
 """
 
 from __future__ import annotations
@@ -21,7 +24,11 @@ import hashlib
 import json
 import os
 import platform
+import shutil
+import socket
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from datetime import datetime
@@ -47,13 +54,20 @@ from vitrine.topics import ensure_topics
 from vitrine.vectorstore import CollectionLayout, connect, ensure_collection
 
 
-def catalogue(server: LoopbackImageServer, listings: int, image_size: int) -> list[CatalogueEntry]:
-    """One entry per listing, its cover served by ``server``."""
-    out = []
-    for _, value in marketplace_events(server, listings, listings, image_size=image_size):
+def catalogue(
+    listings: int, image_size: int, directory: Path, port: int
+) -> tuple[list[CatalogueEntry], list[bytes]]:
+    """One entry per listing, its cover written under ``directory`` (served on ``port`` by
+    another process, so the image host's CPU is not counted as the job's), and the covers."""
+    render = LoopbackImageServer()
+    out, covers = [], []
+    for _, value in marketplace_events(render, listings, listings, image_size=image_size):
         event = json.loads(value)
-        cover = event["image_urls"][0]
-        data = server.images[cover.split(str(server.port), 1)[1]]
+        data = render.images[event["image_urls"][0].split(str(render.port), 1)[1]]
+        name = f"{event['listing_id']}.jpg"
+        (directory / name).write_bytes(data)
+        cover = f"http://127.0.0.1:{port}/{name}"
+        covers.append(data)
         out.append(
             CatalogueEntry(
                 listing_id=event["listing_id"],
@@ -68,33 +82,46 @@ def catalogue(server: LoopbackImageServer, listings: int, image_size: int) -> li
                 marketplace=event["marketplace"],
             )
         )
-    return out
+    render.close()
+    return out, covers
 
 
-def towers_only(encoder: Encoder, covers: list[bytes], batch: int, seconds: float) -> float:
-    """Listings/s through the towers alone (covers preprocessed beforehand)."""
+def towers_only(
+    encoder: Encoder, covers: list[bytes], titles: list[str], batch: int, seconds: float
+) -> tuple[float, float]:
+    """(listings/s, listings per CPU-second) through the towers alone (covers preprocessed
+    beforehand), on the catalogue's own covers and titles (the text tower's cost follows the
+    titles' lengths)."""
     tensors = np.stack([preprocess_image(data, encoder.image_spec) for data in covers[:batch]])
-    titles = ["classic red sport car edition"] * len(tensors)
+    titles = titles[: len(tensors)]
     encoder.encode(tensors, titles)  # warm-up
-    done, started = 0, time.perf_counter()
+    done, started, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - started < seconds:
         encoder.encode(tensors, titles)
         done += len(tensors)
-    return done / (time.perf_counter() - started)
+    return done / (time.perf_counter() - started), done / (time.process_time() - cpu)
 
 
-def decode_and_towers(encoder: Encoder, covers: list[bytes], batch: int, seconds: float) -> float:
-    """Listings/s through preprocessing and the towers, from the cover bytes (one thread
-    decodes, the towers use their own threads)."""
-    titles = ["classic red sport car edition"] * batch
-    done, started, i = 0, time.perf_counter(), 0
+def decode_and_towers(
+    encoder: Encoder, covers: list[bytes], titles: list[str], batch: int, seconds: float
+) -> tuple[float, float]:
+    """(listings/s, listings per CPU-second) through preprocessing and the towers, from the
+    cover bytes (one thread decodes, the towers use their own threads)."""
+    done, started, cpu, i = 0, time.perf_counter(), time.process_time(), 0
     while time.perf_counter() - started < seconds:
-        chunk = [covers[(i + j) % len(covers)] for j in range(batch)]
+        picked = [(i + j) % len(covers) for j in range(batch)]
         i += batch
-        tensors = np.stack([preprocess_image(data, encoder.image_spec) for data in chunk])
-        encoder.encode(tensors, titles)
+        tensors = np.stack([preprocess_image(covers[k], encoder.image_spec) for k in picked])
+        encoder.encode(tensors, [titles[k] for k in picked])
         done += batch
-    return done / (time.perf_counter() - started)
+    return done / (time.perf_counter() - started), done / (time.process_time() - cpu)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def main() -> int:
@@ -132,8 +159,16 @@ def main() -> int:
         rollout_progress_every_s=5.0,
     )
     ensure_topics(settings)
-    server = LoopbackImageServer()
-    entries = catalogue(server, args.listings, args.image_size)
+    scratch = Path(tempfile.mkdtemp(prefix="bench-rollout-"))
+    port = free_port()
+    entries, covers = catalogue(args.listings, args.image_size, scratch, port)
+    titles = [entry.title for entry in entries]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=scratch,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     producer = Producer(producer_config(settings))
     for entry in entries:
         producer.produce(settings.topic_state, key=entry.listing_id.encode(), value=encode(entry))
@@ -146,31 +181,36 @@ def main() -> int:
         client, CollectionLayout(name, encoder.manifest.embedding_dim, "FLAT", shared)
     )
     record = commands.start(settings, model_dir)
-    covers = list(server.images.values())
     half = args.encoder_seconds / 2
     # The encoder alone is timed before and after the bulk: on a shared machine the load moves,
     # and the mean of the two brackets the bulk's conditions better than one side.
     before = (
-        towers_only(encoder, covers, args.batch_size, half),
-        decode_and_towers(encoder, covers, args.batch_size, half),
+        towers_only(encoder, covers, titles, args.batch_size, half),
+        decode_and_towers(encoder, covers, titles, args.batch_size, half),
     )
     try:
         job = RolloutJob(
             settings, record, encoder=encoder, report=lambda line: print(line, flush=True)
         )
+        cpu_started = time.process_time()
         summary = asyncio.run(job.run(until_caught_up=True))
+        bulk_cpu = summary.encoded / (time.process_time() - cpu_started)
         after = (
-            towers_only(encoder, covers, args.batch_size, half),
-            decode_and_towers(encoder, covers, args.batch_size, half),
+            towers_only(encoder, covers, titles, args.batch_size, half),
+            decode_and_towers(encoder, covers, titles, args.batch_size, half),
         )
-        towers = (before[0] + after[0]) / 2
-        full = (before[1] + after[1]) / 2
+        towers = (before[0][0] + after[0][0]) / 2
+        full = (before[1][0] + after[1][0]) / 2
+        towers_cpu = (before[0][1] + after[0][1]) / 2
+        full_cpu = (before[1][1] + after[1][1]) / 2
     finally:
         for collection in (name, record.candidate_collection):
             if client.has_collection(collection):
                 client.drop_collection(collection)
         client.close()
-        server.close()
+        server.terminate()
+        server.wait(10)
+        shutil.rmtree(scratch, ignore_errors=True)
     bulk = summary.encoded / summary.seconds if summary.seconds else 0.0
     report = {
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.python_version()}",
@@ -181,9 +221,14 @@ def main() -> int:
         "bulk_seconds": round(summary.seconds, 2),
         "bulk_lps": round(bulk, 1),
         "towers_only_lps": round(towers, 1),
-        "towers_only_lps_before_after": [round(before[0], 1), round(after[0], 1)],
+        "towers_only_lps_before_after": [round(before[0][0], 1), round(after[0][0], 1)],
         "decode_and_towers_lps": round(full, 1),
-        "decode_and_towers_lps_before_after": [round(before[1], 1), round(after[1], 1)],
+        "decode_and_towers_lps_before_after": [round(before[1][0], 1), round(after[1][0], 1)],
+        "bulk_per_cpu_s": round(bulk_cpu, 2),
+        "towers_only_per_cpu_s": round(towers_cpu, 2),
+        "decode_and_towers_per_cpu_s": round(full_cpu, 2),
+        "cpu_bulk_to_towers": round(bulk_cpu / towers_cpu, 3),
+        "cpu_bulk_to_decode_and_towers": round(bulk_cpu / full_cpu, 3),
         "load_average_1m_end": round(os.getloadavg()[0], 2),
         "bulk_to_towers": round(bulk / towers, 3) if towers else None,
         "bulk_to_decode_and_towers": round(bulk / full, 3) if full else None,
@@ -195,7 +240,10 @@ def main() -> int:
         f"bulk: {summary.encoded} listings in {summary.seconds:.1f} s = {bulk:.1f} listings/s\n"
         f"encoder, towers only: {towers:.1f} listings/s (bulk/towers {report['bulk_to_towers']})\n"
         f"encoder, decode + towers: {full:.1f} listings/s "
-        f"(bulk/that {report['bulk_to_decode_and_towers']})"
+        f"(bulk/that {report['bulk_to_decode_and_towers']})\n"
+        f"per CPU-second of this process: bulk {bulk_cpu:.2f}, towers only {towers_cpu:.2f} "
+        f"(ratio {report['cpu_bulk_to_towers']}), decode + towers {full_cpu:.2f} "
+        f"(ratio {report['cpu_bulk_to_decode_and_towers']})"
     )
     print(json.dumps(report))
     return 0
