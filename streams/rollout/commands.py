@@ -145,6 +145,8 @@ def start(settings: RolloutSettings, model_dir: Path) -> RolloutRecord:
         shared = manifest.shared_space.get("dim") if manifest.shared_space else None
         index_type = "FLAT" if settings.milvus_is_lite else "HNSW"
         if client.has_collection(candidate):
+            if control.pointer is not None and control.pointer.collection == candidate:
+                raise RolloutRefused(f"{candidate} is live", reason="same_model")
             # Left by an abandoned attempt: rows of another run must not count as done.
             client.drop_collection(candidate)
         ensure_collection(

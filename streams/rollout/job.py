@@ -118,7 +118,8 @@ class RolloutJob:
         self._stores_covers = True
 
     def request_stop(self) -> None:
-        """Finish the batch being written, then return."""
+        """Return soon: batches not yet committed are dropped (a restart re-reads them and
+        skips what already reached the candidate, as after a crash)."""
         self._stop.set()
 
     async def run(self, *, until_caught_up: bool = False, from_start: bool = False) -> JobSummary:
