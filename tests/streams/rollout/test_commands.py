@@ -5,17 +5,19 @@ cutover, rollback, cutover again, finish, and a new rollout from the finished on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from encoders.manifest import Manifest
 from schemas import CatalogueEntry, Price, encode
 from streams.rollout import commands
-from streams.rollout.commands import RolloutRefused
+from streams.rollout.commands import RolloutRefused, alias_name
 from streams.rollout.job import RolloutJob
 from streams.rollout.settings import RolloutSettings
 from streams.settings import EmbedderSettings
@@ -34,6 +36,8 @@ def settings(embedder_settings: EmbedderSettings, tmp_path: Path) -> Iterator[Ro
     yield load(RolloutSettings, **fields)
     client = connect(embedder_settings)
     try:
+        with contextlib.suppress(Exception):  # a Milvus server keeps the live alias
+            client.drop_alias(alias_name(embedder_settings.milvus_collection))
         for name in client.list_collections():
             if name.startswith(embedder_settings.milvus_collection):
                 client.drop_collection(name)
@@ -139,7 +143,12 @@ def test_steps_and_refusals(
     assert refused.value.reason == "candidate_incomplete"
     assert "30 missing" in str(refused.value)
 
+    written = REGISTRY.get_sample_value("vitrine_rollout_records_total", {"outcome": "written"})
     assert fill(settings) == 30
+    after = REGISTRY.get_sample_value("vitrine_rollout_records_total", {"outcome": "written"})
+    assert (after or 0) - (written or 0) == 30
+    assert REGISTRY.get_sample_value("vitrine_rollout_bulk_remaining_records") == 0
+    assert REGISTRY.get_sample_value("vitrine_rollout_behind_records") == 0
     status = commands.status(settings)
     assert status["rows"] == {"previous": 1, "candidate": 30}
     assert (status["bulk_remaining"], status["behind"]) == (0, 0)
