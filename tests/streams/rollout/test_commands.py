@@ -24,7 +24,7 @@ from streams.settings import EmbedderSettings
 from tests.streams.harness import ImageServer, png, produce
 from tests.stub_model import build_stub_model
 from vitrine.settings import load
-from vitrine.vectorstore import CollectionLayout, connect, ensure_collection
+from vitrine.vectorstore import CollectionLayout, connect, ensure_collection, vector_dims
 
 pytestmark = pytest.mark.integration
 
@@ -93,13 +93,17 @@ def test_steps_and_refusals(
     client = connect(settings)
     try:  # the live collection as the embedder would have made it (empty is enough here)
         ensure_collection(client, CollectionLayout(settings.milvus_collection, 32, "FLAT", 8))
+        # Milvus before 2.4 (the local server) keeps one vector field: no cover vectors there.
+        covers = "image_vector" in vector_dims(
+            client.describe_collection(settings.milvus_collection)
+        )
         client.insert(
             settings.milvus_collection,
             [
                 {
                     "listing_id": "C0",
                     "embedding": [0.1] * 32,
-                    "image_vector": [0.1] * 8,
+                    **({"image_vector": [0.1] * 8} if covers else {}),
                     "mismatch_score": 0.0,
                     "category": "shoes",
                     "price": 1.0,
