@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "vitrine.topics",
     "encoders.cli",
     "streams.cli",
+    "streams.rollout.cli",
     "recall.cli",
     "app.demo",
     "app.explorer",

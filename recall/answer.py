@@ -98,6 +98,12 @@ class RecallAnswerer:
         self._clock = clock
         self._monotonic = monotonic
 
+    @property
+    def collection(self) -> str:
+        """The collection searched (the index's, when it names one)."""
+        layout = getattr(self._index, "layout", None)
+        return str(getattr(layout, "name", ""))
+
     def answer(self, batch: Sequence[Inbound]) -> list[RecallReply]:
         """One reply per element of ``batch``, in the same order."""
         out: list[RecallReply | None] = [None] * len(batch)

@@ -49,6 +49,18 @@ POLL_BATCH_SIZE = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
 
+LIVE = Gauge(
+    "vitrine_recall_live_info",
+    "1 for the collection (and the model that wrote it) this worker answers from.",
+    ["collection", "model_version"],
+)
+POINTER_SWITCHES = Counter(
+    "vitrine_recall_pointer_switches_total",
+    "Moves of the live pointer followed (outcome=switched) or refused for now (outcome=failed: "
+    "the named collection could not be opened; retried).",
+    ["outcome"],
+)
+
 # -- client -----------------------------------------------------------------------------------
 CLIENT_ROUND_TRIP = Histogram(
     "vitrine_recall_client_round_trip_seconds",

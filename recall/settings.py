@@ -66,6 +66,12 @@ class RecallSettings(VitrineSettings):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$",
         description="model_version of ok replies whose rows carry none (no hits, no seed).",
     )
+    recall_follow_live: bool = Field(
+        default=True,
+        description="Answer from the collection the live pointer of the control topic "
+        "(VITRINE_TOPIC_CONTROL) names, and follow it while running; false: always "
+        "VITRINE_MILVUS_COLLECTION.",
+    )
     model_dir: Path | None = Field(
         default=None,
         description="Serving model directory (the embedder's): text and photo queries are "

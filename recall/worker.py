@@ -22,6 +22,7 @@ from schemas import RecallReply, RecallStatus, encode
 from . import metrics, replies
 from .answer import Inbound, RecallAnswerer, decode
 from .index import VectorIndex
+from .live import Live, PointerFollower, collection_of, current_pointer
 from .query_embedding import QueryEmbedder
 from .routing import ReplyTarget, reply_target
 from .settings import RecallSettings
@@ -102,17 +103,41 @@ class RecallWorker:
 
         self.settings = settings
         self.stats = WorkerStats()
-        self._answerer = RecallAnswerer(
-            index,
-            max_search_vectors=settings.recall_max_search_vectors,
-            default_model_version=settings.recall_default_model_version,
-            embedder=QueryEmbedder(settings.resolved_model_dir),
+        live = Live(collection_of(index) or settings.milvus_collection, None, None, index)
+        # Swapped whole when the live pointer moves; a batch reads it once (recall/live.py).
+        self._answerer = self._answerer_for(live)
+        self._follower = (
+            PointerFollower(settings, lambda name: _open_collection(settings, name), live)
+            if settings.recall_follow_live
+            else None
         )
         self._consumer = consumer or Consumer(worker_consumer_config(settings))
         self._producer = producer or Producer(worker_producer_config(settings))
         self._stop = threading.Event()
         self._topics: dict[str, tuple[float, int | None]] = {}
         self._subscribed = False
+
+    def _answerer_for(self, live: Live) -> RecallAnswerer:
+        settings = self.settings
+        return RecallAnswerer(
+            live.index,
+            max_search_vectors=settings.recall_max_search_vectors,
+            default_model_version=live.model_version or settings.recall_default_model_version,
+            embedder=QueryEmbedder(live.model_dir or settings.resolved_model_dir),
+        )
+
+    def _follow(self, *, wait: bool = False) -> None:
+        """Answer from the collection the live pointer names, once it moved and is loaded."""
+        if self._follower is None:
+            return
+        live = self._follower.changed(wait=wait)
+        if live is not None:
+            self._answerer = self._answerer_for(live)
+
+    @property
+    def live_collection(self) -> str:
+        """The collection requests are answered from now."""
+        return self._answerer.collection
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after the batch in hand (safe from signal handlers)."""
@@ -135,11 +160,13 @@ class RecallWorker:
             self.settings.topic_recall_requests,
             self.settings.recall_group_id,
         )
+        self._follow(wait=True)
         depth = self.settings.recall_search_concurrency
         in_flight: deque[_Batch] = deque()
         with ThreadPoolExecutor(depth, thread_name_prefix="recall-search") as pool:
             try:
                 while not self._stop.is_set():
+                    self._follow()
                     queued = sum(len(b.records) for b in in_flight)
                     if max_requests is not None and self.stats.answered + queued >= max_requests:
                         if not in_flight:
@@ -175,6 +202,8 @@ class RecallWorker:
             self._producer.flush(self.settings.recall_reply_timeout_s)
         finally:
             self._consumer.close()
+            if self._follower is not None:
+                self._follower.close()
 
     # -- one batch ---------------------------------------------------------------------------
 
@@ -382,30 +411,39 @@ class RecallWorker:
         return True
 
 
-def open_index(settings: RecallSettings, wait_s: float = 0.0) -> VectorIndex:
-    """Connect to Milvus and open the listings collection, waiting up to ``wait_s`` for it."""
+def _open_collection(settings: RecallSettings, collection: str) -> VectorIndex:
     from vitrine.vectorstore import connect
 
-    from .errors import SearchFailed
     from .index import MilvusIndex
+
+    client = connect(settings)
+    try:
+        return MilvusIndex.open(
+            client,
+            collection,
+            consistency_level=settings.recall_consistency_level,
+            timeout_s=settings.recall_search_timeout_s,
+        )
+    except Exception:
+        client.close()
+        raise
+
+
+def open_index(settings: RecallSettings, wait_s: float = 0.0) -> VectorIndex:
+    """Connect to Milvus and open the live collection (the one the live pointer names, else
+    VITRINE_MILVUS_COLLECTION), waiting up to ``wait_s`` for it."""
+    from .errors import SearchFailed
 
     deadline = time.monotonic() + wait_s
     while True:
-        client = None
+        pointer = current_pointer(settings) if settings.recall_follow_live else None
+        collection = pointer.collection if pointer is not None else settings.milvus_collection
         try:
-            client = connect(settings)
-            return MilvusIndex.open(
-                client,
-                settings.milvus_collection,
-                consistency_level=settings.recall_consistency_level,
-                timeout_s=settings.recall_search_timeout_s,
-            )
+            return _open_collection(settings, collection)
         except Exception as exc:
-            if client is not None:
-                client.close()
             if time.monotonic() >= deadline:
                 if isinstance(exc, SearchFailed):
                     raise
                 raise SearchFailed(str(exc), reason="milvus_unavailable") from exc
-            log.info("waiting for collection %s: %s", settings.milvus_collection, exc)
+            log.info("waiting for collection %s: %s", collection, exc)
             time.sleep(1.0)

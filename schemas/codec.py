@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from .catalogue import CatalogueEntry, LivePointer, RolloutRecord
 from .embedded import EmbeddedEvent
 from .errors import ContractError, Reason
 from .fields import ContractModel
@@ -136,3 +137,18 @@ def decode_recall_request(data: bytes | None) -> RecallRequest:
 def decode_recall_reply(data: bytes | None) -> RecallReply:
     """Decode a recall reply record value."""
     return decode(data, RecallReply)
+
+
+def decode_catalogue_entry(data: bytes | None) -> CatalogueEntry:
+    """Decode a ``listings.state`` record value (a tombstone is a deleted listing: check first)."""
+    return decode(data, CatalogueEntry)
+
+
+def decode_live_pointer(data: bytes | None) -> LivePointer:
+    """Decode the ``live`` record of the control topic."""
+    return decode(data, LivePointer)
+
+
+def decode_rollout_record(data: bytes | None) -> RolloutRecord:
+    """Decode the ``rollout`` record of the control topic."""
+    return decode(data, RolloutRecord)

@@ -22,6 +22,9 @@ EMBEDDED_EVENT = "embedded_event"
 RECALL_REQUEST = "recall_request"
 RECALL_REPLY = "recall_reply"
 DEAD_LETTER_HEADERS = "dead_letter_headers"
+CATALOGUE_ENTRY = "catalogue_entry"
+LIVE_POINTER = "live_pointer"
+ROLLOUT_RECORD = "rollout_record"
 
 #: Versions a reader of this code accepts, per contract. During a migration to version N+1
 #: readers list both N and N+1 (and upgrade N payloads before building the model).
@@ -31,6 +34,9 @@ SUPPORTED_VERSIONS: dict[str, tuple[int, ...]] = {
     RECALL_REQUEST: (1,),
     RECALL_REPLY: (1,),
     DEAD_LETTER_HEADERS: (1,),
+    CATALOGUE_ENTRY: (1,),
+    LIVE_POINTER: (1,),
+    ROLLOUT_RECORD: (1,),
 }
 CONTRACTS: tuple[str, ...] = tuple(SUPPORTED_VERSIONS)
 

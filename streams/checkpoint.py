@@ -7,14 +7,16 @@ For each batch, in the order the batches were formed, under one lock:
 1. dead letters are produced and acknowledged;
 2. Milvus deletes and upserts return (``embedded_at`` is stamped after that);
 3. the version state records the written versions and its changelog is acknowledged;
-4. the embedded events are produced and acknowledged;
+4. the embedded events and the catalogue's state records (``listings.state``: the listing's
+   fields, or a tombstone for a delete) are produced and acknowledged;
 5. the batch's offsets are finished in the :class:`~streams.ledger.OffsetLedger`, which the
    committer commits.
 
 A SIGKILL between 2 and 3 replays the batch: the rows are written again (same versions,
 idempotent) and announced. Between 3 and 4, the replay finds the version in the restored state
-and announces it again (:class:`~streams.decide.Action.ANNOUNCE`). Announcements follow the
-durable state, which never goes back, so a listing's announcements never go back in version.
+and announces it again (:class:`~streams.decide.Action.ANNOUNCE`), its state record too.
+Announcements follow the durable state, which never goes back, so a listing's announcements
+never go back in version.
 A revocation takes the same lock (:meth:`Checkpoint.fence`), so the batch being written
 finishes before the rebalance completes and later batches skip the revoked partitions.
 """
@@ -29,7 +31,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from schemas import EmbeddedEvent, Outcome, dead_letter_headers, encode, freshness_seconds
+from schemas import (
+    CatalogueEntry,
+    EmbeddedEvent,
+    Outcome,
+    dead_letter_headers,
+    encode,
+    freshness_seconds,
+)
 from streams import guard, metrics
 from streams.decide import Action, Candidate, plan
 from streams.errors import WriteAbandoned
@@ -116,8 +125,9 @@ class Checkpoint:
             announced = [
                 r for w in held if (r := self._record_state(w, embedded_at, tokens)) is not None
             ]
+            catalogue = [r for w in held if (r := self._catalogue_record(w)) is not None]
             await self.states.durable()
-            await self._deliver(announced)
+            await self._deliver(announced + catalogue)
             for work in held:
                 self._finish(work)
             self.finished += len(held)
@@ -310,6 +320,40 @@ class Checkpoint:
             write_token=token,
         )
         return (self.settings.topic_embedded, key, encode(embedded), [])
+
+    def _catalogue_record(self, work: Work) -> _Record | None:
+        """The state topic's record of a listing whose row is durable (after
+        :meth:`_record_state` settled the verdict): its fields, or a tombstone."""
+        event = work.event
+        if event is None or work.dead_letter is not None:
+            return None
+        key = event.listing_id.encode()
+        sha256 = work.image_sha256
+        if work.verdict is Verdict.ANNOUNCE:
+            state = self._durable(key)
+            if state is None or state.deleted:
+                return (self.settings.topic_state, key, None, [])
+            sha256 = state.image_sha256
+        elif work.verdict is Verdict.DELETE:
+            return (self.settings.topic_state, key, None, [])
+        elif work.verdict is not Verdict.EMBED or work.embedding is None:
+            return None
+        if sha256 is None or event.cover_url is None or event.price is None:
+            return None  # a state from before covers were hashed: nothing to re-embed from
+        entry = CatalogueEntry(
+            listing_id=event.listing_id,
+            version=event.version,
+            occurred_at=event.occurred_at,
+            title=event.title or "",
+            cover_url=event.cover_url,
+            cover_sha256=sha256,
+            category=event.category or "",
+            price=event.price,
+            seller_id=event.seller_id or "",
+            marketplace=event.marketplace or "",
+            event_id=event.event_id,
+        )
+        return (self.settings.topic_state, key, encode(entry), [])
 
     # -- 5: offsets -----------------------------------------------------------------------------
 

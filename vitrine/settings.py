@@ -99,6 +99,16 @@ class VitrineSettings(BaseSettings):
     topic_dlq: str = Field(default="listings.events.dlq", description="Dead letters.")
     topic_recall_requests: str = Field(default="recall.requests", description="Recall requests.")
     topic_recall_replies: str = Field(default="recall.replies", description="Default replies.")
+    topic_state: str = Field(
+        default="listings.state",
+        description="The catalogue's state: latest valid version of each live listing "
+        "(compacted, key = listing_id, tombstone on delete).",
+    )
+    topic_control: str = Field(
+        default="vitrine.control",
+        description="Control records (compacted, one partition): the live collection pointer "
+        "and the model rollout.",
+    )
     topic_partitions: int = Field(default=4, ge=1, le=1024, description="Partitions per topic.")
     topic_replication: int = Field(
         default=1,
@@ -128,6 +138,8 @@ class VitrineSettings(BaseSettings):
         "topic_dlq",
         "topic_recall_requests",
         "topic_recall_replies",
+        "topic_state",
+        "topic_control",
     )
 
     @model_validator(mode="before")
@@ -177,6 +189,8 @@ class VitrineSettings(BaseSettings):
         "topic_dlq",
         "topic_recall_requests",
         "topic_recall_replies",
+        "topic_state",
+        "topic_control",
     )
     @classmethod
     def _topic_name(cls, value: str) -> str:

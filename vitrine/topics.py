@@ -12,6 +12,14 @@ from vitrine.settings import InfraSettings, VitrineSettings, load
 
 # Dead letters are kept longer than data: they wait for a person.
 DLQ_RETENTION_FACTOR = 4
+#: Topics kept by key, not by time: the catalogue's state and the control records.
+COMPACTED_ROLES = frozenset({"state", "control"})
+COMPACTED_CONFIG = {
+    "cleanup.policy": "compact",
+    "retention.ms": "-1",
+    "delete.retention.ms": "86400000",
+    "min.cleanable.dirty.ratio": "0.1",
+}
 
 
 @dataclass(frozen=True)
@@ -38,7 +46,14 @@ def topic_specs(settings: VitrineSettings) -> list[TopicSpec]:
         if role in {"recall_requests", "recall_replies"}:
             # Requests and replies are worthless after their deadline; keep them briefly.
             config["retention.ms"] = str(min(retention, 3_600_000)) if retention > 0 else "3600000"
-        specs.append(TopicSpec(name, settings.topic_partitions, settings.topic_replication, config))
+        partitions = settings.topic_partitions
+        if role in COMPACTED_ROLES:
+            # The newest record per key is kept for ever: the catalogue a re-embed reads, the
+            # live pointer every worker follows. Tombstones go after a day.
+            config = {**config, **COMPACTED_CONFIG}
+            if role == "control":
+                partitions = 1  # one total order of pointer moves
+        specs.append(TopicSpec(name, partitions, settings.topic_replication, config))
     return specs
 
 
@@ -136,7 +151,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "create",
         help="create missing topics (idempotent)",
         description="Create the events, embedded, dead-letter, recall request and reply topics "
-        "that do not exist yet; an existing topic with another partition count is an error.",
+        "and the compacted state and control topics that do not exist yet; an existing topic "
+        "with another partition count is an error.",
     )
     create.set_defaults(func=cmd_create)
     listing = verbs.add_parser(

@@ -48,6 +48,9 @@ def test_required_alerts_exist_and_are_tested() -> None:
         "VitrineDeadLetterRateHigh",
         "VitrineConsumerLagGrowing",
         "VitrineRecallErrorRatioHigh",
+        "VitrineRolloutStalled",
+        "VitrineRolloutJobGone",
+        "VitrineRolloutCoversFailing",
     }
     assert required <= alerts
     tested = {

@@ -310,6 +310,7 @@ def recall_env(kafka: str, milvus: str, catalog: Catalog) -> Iterator[RecallEnv]
         milvus_collection=collection,
         topic_recall_requests=requests,
         topic_recall_replies=replies,
+        topic_control=f"t_{tag}.control",  # none: the worker answers from milvus_collection
         recall_group_id=f"t_{tag}.workers",
         recall_poll_timeout_s=0.1,
         recall_session_timeout_ms=6000,
@@ -368,6 +369,7 @@ def worker_env(settings: RecallSettings) -> dict[str, str]:
         "VITRINE_MILVUS_COLLECTION": settings.milvus_collection,
         "VITRINE_TOPIC_RECALL_REQUESTS": settings.topic_recall_requests,
         "VITRINE_TOPIC_RECALL_REPLIES": settings.topic_recall_replies,
+        "VITRINE_TOPIC_CONTROL": settings.topic_control,
         "VITRINE_RECALL_GROUP_ID": settings.recall_group_id,
         "VITRINE_RECALL_SESSION_TIMEOUT_MS": str(settings.recall_session_timeout_ms),
         "VITRINE_RECALL_POLL_TIMEOUT_S": str(settings.recall_poll_timeout_s),

@@ -9,12 +9,15 @@ from typing import Any
 from hypothesis import strategies as st
 
 from schemas import (
+    CatalogueEntry,
     DeadLetter,
     DeadLetterStage,
     EmbeddedEvent,
     EventType,
     ListingEvent,
+    LivePointer,
     Outcome,
+    PointerReason,
     Price,
     PriceRange,
     RecallFilters,
@@ -23,6 +26,8 @@ from schemas import (
     RecallReply,
     RecallRequest,
     RecallStatus,
+    RolloutPhase,
+    RolloutRecord,
     limits,
     load_schema,
 )
@@ -198,3 +203,54 @@ def payloads(name: str) -> st.SearchStrategy[dict[str, Any]]:
     """Payloads generated from the JSON Schema file of contract ``name``."""
     schema = load_schema(name)
     return SchemaStrategies(schema, {"date-time": timestamp_strings}).strategy(schema)
+
+
+collections = _pattern(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+sha256s = _pattern(r"^[0-9a-f]{64}$")
+paths = st.text(min_size=1, max_size=200)
+
+
+@st.composite
+def catalogue_entries(draw: st.DrawFn) -> CatalogueEntry:
+    """Valid catalogue entries."""
+    return CatalogueEntry(
+        listing_id=draw(listing_ids),
+        version=draw(versions),
+        occurred_at=draw(datetimes),
+        title=draw(titles),
+        cover_url=draw(image_urls),
+        cover_sha256=draw(sha256s),
+        category=draw(categories),
+        price=draw(prices),
+        seller_id=draw(seller_ids),
+        marketplace=draw(marketplaces),
+        event_id=draw(st.none() | event_ids),
+    )
+
+
+@st.composite
+def live_pointers(draw: st.DrawFn) -> LivePointer:
+    """Valid live pointers."""
+    return LivePointer(
+        collection=draw(collections),
+        model_version=draw(model_versions),
+        model_dir=draw(st.none() | paths),
+        changed_at=draw(datetimes),
+        reason=draw(st.none() | st.sampled_from(PointerReason)),
+    )
+
+
+@st.composite
+def rollout_records(draw: st.DrawFn) -> RolloutRecord:
+    """Valid rollout records."""
+    return RolloutRecord(
+        phase=draw(st.sampled_from(RolloutPhase)),
+        live_collection=draw(collections),
+        live_model_version=draw(model_versions),
+        candidate_collection=draw(collections),
+        candidate_model_version=draw(model_versions),
+        model_dir=draw(paths),
+        started_at=draw(datetimes),
+        updated_at=draw(datetimes),
+        state_end_offsets=draw(_tuples(st.integers(0, limits.MAX_OFFSET), 0, 8)),
+    )

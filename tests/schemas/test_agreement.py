@@ -10,31 +10,40 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from schemas import (
+    CatalogueEntry,
     ContractModel,
     DeadLetter,
     EmbeddedEvent,
     ListingEvent,
+    LivePointer,
     RecallReply,
     RecallRequest,
+    RolloutRecord,
     encode,
     from_payload,
     validator_for,
 )
 from schemas.registry import (
+    CATALOGUE_ENTRY,
     DEAD_LETTER_HEADERS,
     EMBEDDED_EVENT,
     LISTING_EVENT,
+    LIVE_POINTER,
     RECALL_REPLY,
     RECALL_REQUEST,
+    ROLLOUT_RECORD,
 )
 
 from .strategies import (
+    catalogue_entries,
     dead_letters,
     embedded_events,
     listing_events,
+    live_pointers,
     payloads,
     recall_replies,
     recall_requests,
+    rollout_records,
 )
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -44,6 +53,9 @@ MODELS: list[tuple[str, type[ContractModel], st.SearchStrategy[Any]]] = [
     (EMBEDDED_EVENT, EmbeddedEvent, embedded_events()),
     (RECALL_REQUEST, RecallRequest, recall_requests),
     (RECALL_REPLY, RecallReply, recall_replies),
+    (CATALOGUE_ENTRY, CatalogueEntry, catalogue_entries()),
+    (LIVE_POINTER, LivePointer, live_pointers()),
+    (ROLLOUT_RECORD, RolloutRecord, rollout_records()),
 ]
 
 
@@ -107,6 +119,25 @@ _LISTING = {
     "seller_id": "s1",
     "marketplace": "de",
 }
+_ENTRY = {
+    "schema_version": 1,
+    "listing_id": "L1",
+    "version": 3,
+    "occurred_at": "2026-11-21T05:39:00Z",
+    "title": "Oak chair",
+    "cover_url": "https://img.example/1.jpg",
+    "cover_sha256": "ab" * 32,
+    "category": "home/chairs",
+    "price": {"amount": 20, "currency": "EUR"},
+    "seller_id": "s1",
+    "marketplace": "de",
+}
+_POINTER = {
+    "schema_version": 1,
+    "collection": "listings_m2",
+    "model_version": "m2",
+    "changed_at": "2026-11-21T05:39:00Z",
+}
 _REQUEST = {"schema_version": 1, "request_id": "r1", "query": {"listing_id": "L1"}, "k": 5}
 
 REJECTED: list[tuple[str, type[ContractModel], dict[str, Any]]] = [
@@ -125,6 +156,12 @@ REJECTED: list[tuple[str, type[ContractModel], dict[str, Any]]] = [
     (RECALL_REQUEST, RecallRequest, {**_REQUEST, "filters": {"max_mismatch": 1.5}}),
     (RECALL_REQUEST, RecallRequest, {**_REQUEST, "filters": {"category": ["a"]}}),
     (RECALL_REPLY, RecallReply, {"schema_version": 1, "status": "error", "took_seconds": 0}),
+    (CATALOGUE_ENTRY, CatalogueEntry, {**_ENTRY, "cover_sha256": "ABC"}),
+    (CATALOGUE_ENTRY, CatalogueEntry, {k: v for k, v in _ENTRY.items() if k != "title"}),
+    (CATALOGUE_ENTRY, CatalogueEntry, {**_ENTRY, "cover_url": "ftp://a/b"}),
+    (LIVE_POINTER, LivePointer, {**_POINTER, "collection": "a-b"}),
+    (LIVE_POINTER, LivePointer, {**_POINTER, "reason": "whim"}),
+    (LIVE_POINTER, LivePointer, {k: v for k, v in _POINTER.items() if k != "model_version"}),
 ]
 
 

@@ -32,7 +32,7 @@ REAL_CATEGORIES = [
     "Küche > Messer",
     "女装 / 连衣裙",
     "Kids' shoes (EU 20-35)",
-    'Rugs 5\'x7" and up',
+    "Rugs 5'x7\" and up",
     "back\\slash",
     "x" * limits.MAX_CATEGORY_CHARS,
 ]

@@ -43,6 +43,8 @@ def embedder_settings(
         topic_dlq=f"{unique_name}.dlq",
         topic_recall_requests=f"{unique_name}.rr",
         topic_recall_replies=f"{unique_name}.rp",
+        topic_state=f"{unique_name}.state",
+        topic_control=f"{unique_name}.control",
         topic_partitions=2,
         app_id=f"{unique_name}-embedder",
         model_dir=stub_model,

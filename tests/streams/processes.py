@@ -27,6 +27,8 @@ def embedder_env(settings: EmbedderSettings, **overrides: str) -> dict[str, str]
         "TOPIC_EVENTS": settings.topic_events,
         "TOPIC_EMBEDDED": settings.topic_embedded,
         "TOPIC_DLQ": settings.topic_dlq,
+        "TOPIC_STATE": settings.topic_state,
+        "TOPIC_CONTROL": settings.topic_control,
         "TOPIC_PARTITIONS": str(settings.topic_partitions),
         "APP_ID": settings.app_id,
         "MODEL_DIR": str(settings.model_dir),

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from schemas import decode_catalogue_entry
 from streams.app import Embedder
 from streams.settings import EmbedderSettings
 from tests.streams import scenario
@@ -48,6 +49,12 @@ def test_two_thousand_mixed_events(
     embedded = read_all(settings, settings.topic_embedded)
     assert embedded, "no embedded events published"
     assert_cover_vectors(settings, image_server, sc)
+    # The catalogue's state, compacted by key, is exactly the live listings at their versions.
+    latest: dict[bytes, bytes | None] = {}
+    for msg in read_all(settings, settings.topic_state):
+        latest[msg.key()] = msg.value()
+    catalogue = {k.decode(): decode_catalogue_entry(v).version for k, v in latest.items() if v}
+    assert catalogue == sc.final
 
 
 def assert_cover_vectors(settings: EmbedderSettings, server: ImageServer, sc: Any) -> None:

@@ -32,6 +32,8 @@ def test_defaults_use_local_services(tmp_path: Path, monkeypatch: pytest.MonkeyP
         "dlq": "listings.events.dlq",
         "recall_requests": "recall.requests",
         "recall_replies": "recall.replies",
+        "state": "listings.state",
+        "control": "vitrine.control",
     }
 
 

@@ -15,11 +15,23 @@ def test_specs_follow_settings() -> None:
     s = load(InfraSettings, topic_partitions=6, topic_retention_ms=86_400_000)
     specs = {spec.name: spec for spec in topic_specs(s)}
     assert set(specs) == set(s.topics.values())
-    assert all(spec.partitions == 6 for spec in specs.values())
+    assert all(spec.partitions == 6 for name, spec in specs.items() if name != s.topic_control)
     assert specs["listings.events"].config["retention.ms"] == "86400000"
     # Dead letters wait longer for a person; request/reply traffic is short-lived.
     assert int(specs["listings.events.dlq"].config["retention.ms"]) > 86_400_000
     assert int(specs["recall.requests"].config["retention.ms"]) <= 3_600_000
+
+
+def test_state_and_control_topics_are_compacted() -> None:
+    s = load(InfraSettings, topic_partitions=6)
+    specs = {spec.name: spec for spec in topic_specs(s)}
+    state, control = specs["listings.state"], specs["vitrine.control"]
+    for spec in (state, control):
+        assert spec.config["cleanup.policy"] == "compact"
+        assert spec.config["retention.ms"] == "-1"  # kept by key, never by age
+    # The state is keyed like the events (same partitions); the control records are one log.
+    assert state.partitions == 6
+    assert control.partitions == 1
 
 
 def test_infinite_retention_stays_infinite_for_dlq() -> None:

@@ -1,0 +1,105 @@
+"""The catalogue's state (topic ``listings.state``, compacted, key = listing_id) and the control
+records that say which collection is live (topic ``vitrine.control``, compacted)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field
+
+from . import limits
+from .fields import (
+    Category,
+    ContractModel,
+    EventId,
+    ImageUrl,
+    ListingId,
+    ListingVersion,
+    Marketplace,
+    ModelVersion,
+    Price,
+    SellerId,
+    Timestamp,
+)
+from .registry import CATALOGUE_ENTRY, LIVE_POINTER, ROLLOUT_RECORD
+
+LISTINGS_STATE_TOPIC = "listings.state"
+CONTROL_TOPIC = "vitrine.control"
+#: Keys of the control topic.
+LIVE_KEY = b"live"
+ROLLOUT_KEY = b"rollout"
+
+COLLECTION_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,254}$"
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+MAX_PATH_CHARS = 4096
+MAX_OFFSET = limits.MAX_OFFSET
+
+Collection = Annotated[str, Field(pattern=COLLECTION_PATTERN)]
+Path = Annotated[str, Field(min_length=1, max_length=MAX_PATH_CHARS)]
+
+
+class CatalogueEntry(ContractModel):
+    """The newest valid version of one live listing whose row is durable: what a re-embed
+    with another model needs (the vector store keeps neither titles nor image URLs)."""
+
+    contract = CATALOGUE_ENTRY
+
+    listing_id: ListingId
+    version: ListingVersion
+    occurred_at: Timestamp
+    title: Annotated[str, Field(min_length=1, max_length=limits.MAX_TITLE_CHARS)]
+    cover_url: ImageUrl
+    cover_sha256: Annotated[str, Field(pattern=SHA256_PATTERN)]
+    category: Category
+    price: Price
+    seller_id: SellerId
+    marketplace: Marketplace
+    event_id: EventId | None = None
+
+
+class PointerReason(StrEnum):
+    """Why the live pointer moved."""
+
+    INITIAL = "initial"
+    CUTOVER = "cutover"
+    ROLLBACK = "rollback"
+
+
+class LivePointer(ContractModel):
+    """The collection recall answers from, and the model that wrote every row of it."""
+
+    contract = LIVE_POINTER
+
+    collection: Collection
+    model_version: ModelVersion
+    model_dir: Path | None = None
+    changed_at: Timestamp
+    reason: PointerReason | None = None
+
+
+class RolloutPhase(StrEnum):
+    """Where a model rollout stands."""
+
+    STARTED = "started"
+    CUT_OVER = "cut_over"
+    ROLLED_BACK = "rolled_back"
+    FINISHED = "finished"
+
+
+class RolloutRecord(ContractModel):
+    """One model rollout: the collection live when it started and the candidate being filled."""
+
+    contract = ROLLOUT_RECORD
+
+    phase: RolloutPhase
+    live_collection: Collection
+    live_model_version: ModelVersion
+    candidate_collection: Collection
+    candidate_model_version: ModelVersion
+    model_dir: Path
+    started_at: Timestamp
+    updated_at: Timestamp
+    state_end_offsets: Annotated[
+        tuple[Annotated[int, Field(ge=0, le=MAX_OFFSET)], ...], Field(max_length=1024)
+    ]
