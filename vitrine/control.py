@@ -31,16 +31,15 @@ class ControlError(InfraError):
 def _consumer(settings: VitrineSettings) -> Any:
     from confluent_kafka import Consumer
 
+    from vitrine.kafka_config import reader_config
+
+    # Assigned, never subscribed: the group is never joined nor committed to.
     return Consumer(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,
-            # Assigned, never subscribed: the group is never joined nor committed to.
-            "group.id": f"vitrine-control-{uuid.uuid4().hex[:12]}",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "fetch.wait.max.ms": 100,
-            "log_level": 0,
-        }
+        reader_config(
+            settings,
+            f"vitrine-control-{uuid.uuid4().hex[:12]}",
+            **{"fetch.wait.max.ms": 100, "log_level": 0},
+        )
     )
 
 

@@ -64,8 +64,9 @@ def reply_consumer_config(settings: VitrineSettings, instance: str) -> dict[str,
 
 
 def reader_config(settings: VitrineSettings, group_id: str, **overrides: Any) -> dict[str, Any]:
-    """A consumer that reads by assignment and never commits (monitors, lag probes, tails):
-    ``group_id`` only names whose committed offsets it may read."""
+    """A consumer that reads by assignment and never commits by itself (monitors, lag probes,
+    tails, jobs that commit explicitly once their work is durable): ``group_id`` names whose
+    committed offsets it reads."""
     config: dict[str, Any] = {
         "bootstrap.servers": settings.bootstrap_servers,
         "group.id": group_id,

@@ -26,16 +26,15 @@ class StateUnavailable(InfraError):
 def _consumer(settings: VitrineSettings, group_id: str) -> Any:
     from confluent_kafka import Consumer
 
+    from vitrine.kafka_config import reader_config
+
+    # The job commits its position itself, after the rows are in Milvus.
     return Consumer(
-        {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "group.id": group_id,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": 100,
-            "log_level": 0,
-        }
+        reader_config(
+            settings,
+            group_id,
+            **{"auto.offset.reset": "earliest", "fetch.wait.max.ms": 100, "log_level": 0},
+        )
     )
 
 
