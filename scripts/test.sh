@@ -38,6 +38,7 @@ if [ -z "${VITRINE_MILVUS_URI:-}" ] && [ "${VITRINE_SKIP_SERVER_PASS:-0}" != 1 ]
   export VITRINE_MILVUS_KIND=server
   export VITRINE_MILVUS_PORT=$((VITRINE_MILVUS_PORT + 20))  # beside milvus-lite, not on it
   .venv/bin/vitrine infra up
-  .venv/bin/python -m pytest -m integration \
-    tests/recall tests/vitrine/test_vectorstore.py tests/vitrine/infra/test_milvus_server.py
+  .venv/bin/python -m pytest -m "integration and not slow" \
+    tests/recall tests/vitrine/test_vectorstore.py tests/vitrine/infra/test_milvus_server.py \
+    tests/streams/rollout/test_commands.py tests/streams/rollout/test_rollout.py
 fi
