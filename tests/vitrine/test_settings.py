@@ -126,7 +126,7 @@ def test_milvus_kind_is_lite_or_server(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VITRINE_MILVUS_KIND", "server")
     server = load(InfraSettings)
     assert not server.milvus_is_lite and isinstance(local_milvus(server), MilvusStandalone)
-    assert len(set(local_milvus(server).ports())) == 11
+    assert len(set(local_milvus(server).ports())) == 12  # proxy, 9 components, metrics, etcd peer
     monkeypatch.setenv("VITRINE_MILVUS_KIND", "docker")
     with pytest.raises(ConfigError, match="VITRINE_MILVUS_KIND"):
         load(InfraSettings)
