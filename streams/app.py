@@ -180,7 +180,7 @@ class Embedder:
         metrics.serve(settings.metrics_port)  # first: a taken port fails before anything opens
         runner = BlockingRunner(settings.encode_threads)
         if self.encoder is None:
-            self.encoder = await runner.run(
+            self.encoder = await runner.run_model(
                 Encoder.load, settings.resolved_model_dir, intra_op_threads=settings.ort_threads
             )
         encoder = self.encoder
