@@ -28,6 +28,7 @@ untrained weights cost exactly what trained ones do. Results: docs/benchmarks-pi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -79,13 +80,13 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
-def _timed(seconds: float, step: Callable[[int], int]) -> float:
-    """Items per second of ``step(round) -> items`` repeated for about ``seconds``."""
+def _timed(seconds: float, step: Callable[[int], int]) -> tuple[float, int]:
+    """Items per second of ``step(round) -> items`` repeated for about ``seconds``, and items."""
     done, rounds, started = 0, 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         done += step(rounds)
         rounds += 1
-    return done / (time.perf_counter() - started)
+    return done / (time.perf_counter() - started), done
 
 
 def reference(
@@ -132,14 +133,93 @@ def reference(
     }
     rounds = 5
     figures: dict[str, list[float]] = {name: [] for name in ways}
+    cpu: dict[str, list[float]] = {name: [] for name in ways}
     for _ in range(rounds):
         for name, step in ways.items():
-            figures[name].append(_timed(seconds / rounds / len(ways), step))
+            before = os.times()
+            rate, done = _timed(seconds / rounds / len(ways), step)
+            after = os.times()
+            figures[name].append(rate)
+            used = after.user + after.system - before.user - before.system
+            cpu[name].append(used / max(done, 1))
     for f in pending[0]:
         f.result()
     pool.shutdown()
     model.shutdown()
-    return {name: float(np.median(values)) for name, values in figures.items()}
+    result = {name: float(np.median(values)) for name, values in figures.items()}
+    for name, values in cpu.items():
+        result[f"{name}_cpu_ms"] = float(np.median(values)) * 1000
+    return result
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux /proc), None if unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds spent by each process of the run (embedder, broker, Milvus, this one)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self._start = self._now()
+
+    def _now(self) -> dict[str, float]:
+        now = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        times = os.times()
+        now["bench (producer, image server, reader)"] = times.user + times.system
+        return {name: value for name, value in now.items() if value is not None}
+
+    def since_start(self) -> dict[str, float]:
+        """CPU seconds per process since this meter was made."""
+        now = self._now()
+        return {
+            name: round(now[name] - self._start[name], 1) for name in now if name in self._start
+        }
+
+
+def service_pids(home: Path) -> dict[str, int]:
+    """The local broker's and Milvus server's pids, from `vitrine infra` pid files."""
+    pids = {}
+    for name, folder in (("kafka broker", "kafka"), ("milvus-lite server", "milvus")):
+        for pid_file in sorted((home / folder).glob("*.pid"))[:1]:
+            with contextlib.suppress(OSError, ValueError):
+                pids[name] = int(pid_file.read_text().strip())
+    return pids
+
+
+def stage_seconds(port: int) -> dict[str, float]:
+    """Seconds the embedder spent so far per stage (its /metrics), and batches formed."""
+    import re
+    import urllib.request
+
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    except OSError:
+        return {}
+    out: dict[str, float] = {}
+    for line in text.decode().splitlines():
+        match = re.match(
+            r'vitrine_embedder_stage_duration_seconds_sum\{stage="(\w+)"\} (\S+)', line
+        )
+        if match:
+            out[match[1]] = float(match[2])
+        elif line.startswith("vitrine_embedder_batch_size_events_count "):
+            out["batches"] = float(line.split()[1])
+    return out
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def summarise(results: list[dict[str, Any]], started: float) -> dict[str, Any]:
@@ -173,6 +253,9 @@ def main() -> int:
     parser.add_argument("--profile", default="cpu", help="model profile when no --model-dir")
     parser.add_argument("--model-dir", type=Path, default=None)
     parser.add_argument("--reference-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--cprofile", type=Path, default=None, help="write the embedder's cProfile stats here"
+    )
     args = parser.parse_args()
 
     base = load(VitrineSettings)
@@ -194,6 +277,7 @@ def main() -> int:
     total = warm + phases * args.events
     listings = total if args.listings is None else warm + args.listings
     events = list(marketplace_events(server, listings, total, image_size=args.image_size))
+    metrics_port = free_port()
     env = dict(os.environ)
     env.update(
         {
@@ -204,14 +288,15 @@ def main() -> int:
             "VITRINE_APP_ID": f"{name}-embedder",
             "VITRINE_MODEL_DIR": str(model_dir),
             "VITRINE_ALLOW_LOOPBACK_IMAGES": "true",
-            "VITRINE_METRICS_PORT": "0",
+            "VITRINE_METRICS_PORT": str(metrics_port),
             "VITRINE_BATCH_SIZE": str(args.batch_size),
             "VITRINE_BATCH_WAIT_MS": str(args.batch_wait_ms),
             "VITRINE_LOG_LEVEL": "WARNING",
         }
     )
     embedder_settings = load(EmbedderSettings, **{"model_dir": model_dir})
-    embedder = subprocess.Popen([sys.executable, "-m", "app.cli", "embedder"], env=env)
+    profiler = ["-m", "cProfile", "-o", str(args.cprofile)] if args.cprofile else []
+    embedder = subprocess.Popen([sys.executable, *profiler, "-m", "app.cli", "embedder"], env=env)
     producer = Producer(producer_config(settings))
     consumer = Consumer(
         {
@@ -250,10 +335,22 @@ def main() -> int:
 
     def phase(batch: list[tuple[bytes, bytes]], rate: float) -> dict[str, Any]:
         started = time.time()
+        meter = CpuMeter({"embedder": embedder.pid, **service_pids(base.home)})
+        stages = stage_seconds(metrics_port)
         offered = send(batch, rate)
         print(f"sent {len(batch)} events at {offered:.1f}/s; waiting", flush=True)
         timeout = 120 + len(batch) / max(rate or 20.0, 1.0)
-        return {"offered_eps": round(offered, 1), **summarise(drain(len(batch), timeout), started)}
+        summary = summarise(drain(len(batch), timeout), started)
+        cpu = meter.since_start()
+        after = stage_seconds(metrics_port)
+        return {
+            "offered_eps": round(offered, 1),
+            **summary,
+            "wall_s": round(time.time() - started, 1),
+            "cpu_s": cpu,
+            # Summed over concurrent tasks: fetch and decode overlap each other and encode.
+            "stage_s": {k: round(v - stages.get(k, 0.0), 1) for k, v in after.items()},
+        }
 
     load_before = os.getloadavg()
     try:
@@ -286,6 +383,14 @@ def main() -> int:
         args.reference_seconds,
     )
     best = max(ref["overlapped"], ref["decode_then_encode"])
+    # CPU per listing, whatever share of the shared machine each side got: the pipeline's
+    # processes together (embedder, broker, Milvus, the bench's producer and image server)
+    # against decode + encode alone.
+    cpu_per_event = (
+        sum(saturation["cpu_s"].values()) / saturation["written"]
+        if saturation and saturation["written"]
+        else None
+    )
     report = {
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.python_version()}",
         "load_average_1m_before_after": [round(load_before[0], 1), round(load_during[0], 1)],
@@ -298,6 +403,10 @@ def main() -> int:
         "freshness": freshness,
         "reference_lps": {k: round(v, 1) for k, v in ref.items()},
         "pipeline_to_reference": round(maximum / best, 3) if maximum and best else None,
+        "cpu_ms_per_event_all_processes": round(cpu_per_event * 1000, 1) if cpu_per_event else None,
+        "cpu_efficiency_vs_reference": (
+            round(ref["overlapped_cpu_ms"] / (cpu_per_event * 1000), 3) if cpu_per_event else None
+        ),
     }
     if saturation is not None:
         print(
@@ -311,8 +420,20 @@ def main() -> int:
         f"reference (listings/s): decode+encode overlapped {ref['overlapped']:.1f}, "
         f"decode then encode {ref['decode_then_encode']:.1f}, encoder only "
         f"{ref['encoder_only']:.1f}\n"
-        f"pipeline/reference {report['pipeline_to_reference']}"
+        f"pipeline/reference {report['pipeline_to_reference']}\n"
+        f"CPU ms per listing: decode+encode {ref['overlapped_cpu_ms']:.1f}, pipeline (all "
+        f"processes) {report['cpu_ms_per_event_all_processes']}; "
+        f"CPU efficiency {report['cpu_efficiency_vs_reference']}"
     )
+    for label, figures in (("saturation", saturation), ("freshness", freshness)):
+        if figures and figures["written"]:
+            per_event = {
+                k: round(v / figures["written"] * 1000, 1) for k, v in figures["cpu_s"].items()
+            }
+            print(
+                f"{label}: CPU ms per written event by process {per_event}, "
+                f"wall {figures['wall_s']} s"
+            )
     print(json.dumps(report))
     return 0
 
