@@ -171,11 +171,25 @@ class Pipeline:
             await self._prepared.put(await self.prepare(records))
 
     async def _encode_loop(self) -> None:
+        carry: list[Prepared] | None = None
         while True:
-            prepared = await self._prepared.get()
-            encoded = await self.encode(prepared)
+            # Batches that queued up while the towers were busy are encoded in one call (up to
+            # the batch size): under load, small batches would otherwise each pay the model's
+            # per-call cost. They still reach the sink one by one, in order.
+            waiting = [carry if carry is not None else await self._prepared.get()]
+            carry, size = None, len(waiting[0])
+            while not self._prepared.empty():
+                ready = self._prepared.get_nowait()
+                if size + len(ready) > self.settings.batch_size:
+                    carry = ready  # the first of the next call
+                    break
+                waiting.append(ready)
+                size += len(ready)
+            encoded = await self.encode([item for batch in waiting for item in batch])
             metrics.beat()  # progress
-            await self._encoded.put(encoded)
+            for batch in waiting:
+                await self._encoded.put(encoded[: len(batch)])
+                encoded = encoded[len(batch) :]
 
     async def _sink_loop(self) -> None:
         while True:
