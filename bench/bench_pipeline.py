@@ -315,7 +315,7 @@ def main() -> int:
         while len(got) < expect and time.monotonic() < deadline:
             msg = consumer.poll(0.2)
             if msg is not None and not msg.error():
-                got.append(json.loads(msg.value()))
+                got.append(json.loads(msg.value() or b"{}"))
                 last = time.monotonic()
             elif got and time.monotonic() - last > idle_s:
                 break
