@@ -8,12 +8,14 @@ One run, side by side on the same machine:
 2. freshness: another ``--events`` new listings offered at ``--load`` (default 0.7) times that
    rate; freshness (event time -> row written and searchable, from the embedded events)
    p50/p95/p99;
-3. reference, after the embedder stopped: the same covers decoded (``preprocess_image``) and
-   encoded (towers + fusion) in the same process with the embedder's executor threads and ONNX
-   Runtime threads, decode of batch k+1 (in the pool) overlapping the encode of batch k (on a
-   thread of its own), and, for the record, decode then encode on one thread, and the encoder
-   alone. The ratio is the pipeline's
-   maximum sustained rate over the better of the two decode + encode figures.
+3. reference, before the embedder starts and again after it stopped (per figure the better
+   of the two, so a load that drops meanwhile cannot flatter the ratio): the same covers
+   decoded (``preprocess_image``) and encoded (towers + fusion) in this process with the
+   embedder's executor threads and ONNX Runtime threads, decode of batch k+1 (in the pool)
+   overlapping the encode of batch k (on a thread of its own), and, for the record, decode then
+   encode on one thread, and the encoder alone. The ratio is the pipeline's maximum sustained
+   rate over the better of the two decode + encode figures. The CPU per listing of each side
+   (all processes of the pipeline) is printed too: it does not depend on the machine's load.
 
 ``--rate R`` skips the saturation phase and offers R events/s; ``--listings L`` (< events)
 turns later events into a mix of price edits, new photos and deletes (not comparable with the
@@ -295,6 +297,19 @@ def main() -> int:
         }
     )
     embedder_settings = load(EmbedderSettings, **{"model_dir": model_dir})
+    encoder = Encoder.load(model_dir, intra_op_threads=embedder_settings.ort_threads)
+
+    def measure_reference() -> dict[str, float]:
+        return reference(
+            encoder,
+            list(server.images.values()),
+            args.batch_size,
+            embedder_settings.encode_threads,
+            args.reference_seconds / 2,
+        )
+
+    ref_before = measure_reference()
+    print(f"reference before the embedder: {ref_before}", flush=True)
     profiler = ["-m", "cProfile", "-o", str(args.cprofile)] if args.cprofile else []
     embedder = subprocess.Popen([sys.executable, *profiler, "-m", "app.cli", "embedder"], env=env)
     producer = Producer(producer_config(settings))
@@ -373,15 +388,11 @@ def main() -> int:
         consumer.close()
         server.close()
     load_during = os.getloadavg()
-    encoder = Encoder.load(model_dir, intra_op_threads=embedder_settings.ort_threads)
-    images = list(server.images.values())
-    ref = reference(
-        encoder,
-        images,
-        args.batch_size,
-        embedder_settings.encode_threads,
-        args.reference_seconds,
-    )
+    ref_after = measure_reference()
+    # The machine is shared: take, per figure, the better of before and after the pipeline
+    # phases, so a load that drops while the embedder runs cannot flatter the ratio.
+    ref = {k: max(ref_before[k], ref_after[k]) for k in ref_after if not k.endswith("_cpu_ms")}
+    ref.update({k: min(ref_before[k], ref_after[k]) for k in ref_after if k.endswith("_cpu_ms")})
     best = max(ref["overlapped"], ref["decode_then_encode"])
     # CPU per listing, whatever share of the shared machine each side got: the pipeline's
     # processes together (embedder, broker, Milvus, the bench's producer and image server)
@@ -402,6 +413,10 @@ def main() -> int:
         "saturation": saturation,
         "freshness": freshness,
         "reference_lps": {k: round(v, 1) for k, v in ref.items()},
+        "reference_before_after": [
+            {k: round(v, 1) for k, v in ref_before.items()},
+            {k: round(v, 1) for k, v in ref_after.items()},
+        ],
         "pipeline_to_reference": round(maximum / best, 3) if maximum and best else None,
         "cpu_ms_per_event_all_processes": round(cpu_per_event * 1000, 1) if cpu_per_event else None,
         "cpu_efficiency_vs_reference": (
