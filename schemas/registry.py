@@ -93,9 +93,43 @@ def _is_date_time(instance: object) -> bool:
 _ContractValidator = validators.extend(Draft202012Validator, {"pattern": _pattern})
 
 
+_ANNOTATIONS = frozenset({"description", "title", "$comment"})
+
+
+def inline_local_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema with every ``{"$ref": "#/$defs/x"}`` replaced by ``x`` itself (pure).
+
+    Same verdicts and the same error keywords and instance paths, but jsonschema no longer
+    resolves a reference per field per payload, which was most of its cost on the embedder's
+    event loop. A recursive definition, or a ``$ref`` next to other constraints, stays a
+    reference; ``$defs`` stays in place for those.
+    """
+    defs = schema.get("$defs", {})
+
+    def walk(node: Any, stack: tuple[str, ...]) -> Any:
+        if isinstance(node, list):
+            return [walk(item, stack) for item in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        if (
+            isinstance(ref, str)
+            and ref.startswith("#/$defs/")
+            and set(node) - {"$ref"} <= _ANNOTATIONS
+        ):
+            target = ref.removeprefix("#/$defs/")
+            if target in defs and "/" not in target and target not in stack:
+                inlined = walk(defs[target], (*stack, target))
+                return {**inlined, **{k: v for k, v in node.items() if k != "$ref"}}
+        return {k: (v if k == "$defs" else walk(v, stack)) for k, v in node.items()}
+
+    inlined: dict[str, Any] = walk(schema, ())
+    return inlined
+
+
 @cache
 def validator_for(name: str, version: int = SCHEMA_VERSION) -> Validator:
     """The compiled validator of one contract version (format checks on, strict anchors)."""
     schema = _load(name, version)
     Draft202012Validator.check_schema(schema)
-    return _ContractValidator(schema, format_checker=FORMAT_CHECKER)
+    return _ContractValidator(inline_local_refs(schema), format_checker=FORMAT_CHECKER)

@@ -180,7 +180,9 @@ class Embedder:
         metrics.serve(settings.metrics_port)  # first: a taken port fails before anything opens
         runner = BlockingRunner(settings.encode_threads)
         if self.encoder is None:
-            self.encoder = await runner.run(Encoder.load, settings.resolved_model_dir)
+            self.encoder = await runner.run_model(
+                Encoder.load, settings.resolved_model_dir, intra_op_threads=settings.ort_threads
+            )
         encoder = self.encoder
         metrics.MODEL.labels(model_version=encoder.manifest.model_version).set(1)
         shared_dim = encoder.manifest.shared_space.get("dim") if encoder.has_shared_space else None

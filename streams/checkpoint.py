@@ -42,10 +42,21 @@ from schemas import (
 from streams import guard, metrics
 from streams.decide import Action, Candidate, plan
 from streams.errors import WriteAbandoned
-from streams.guard import ListingState, Verdict
+from streams.guard import ListingState
 from streams.ledger import OffsetLedger
 from streams.ownership import Key, Ownership
-from streams.records import Work
+from streams.records import (
+    Announce,
+    Decoded,
+    Delete,
+    Encoded,
+    Ready,
+    Rejected,
+    Settled,
+    Skipped,
+    Unchanged,
+    Vectors,
+)
 from streams.settings import EmbedderSettings
 from streams.sink import Mutation, VectorSink
 from streams.state import PendingStates, StateStore
@@ -80,7 +91,7 @@ class Checkpoint:
         pending: PendingStates,
         ledger: OffsetLedger,
         ownership: Ownership,
-        reembed: Callable[[list[Work]], Awaitable[None]],
+        reembed: Callable[[list[Unchanged]], Awaitable[list[Encoded | Rejected]]],
     ) -> None:
         self.settings = settings
         self.model_version = model_version
@@ -102,18 +113,18 @@ class Checkpoint:
         async with self._lock:
             pass
 
-    async def commit(self, batch: list[Work]) -> None:
+    async def commit(self, batch: list[Ready]) -> None:
         """Make every side effect of the batch durable, in order, then finish its offsets."""
         async with self._lock:
-            held = [w for w in batch if self._held(w)]
+            held = [item for item in batch if self._held(item)]
             abandoned = len(batch) - len(held)
-            for work in batch:
-                if work.event is not None and not self._held(work):
-                    self.pending.release(work.event.listing_id.encode(), work)
-            self._decide(held)
-            await self._fill_unchanged(held)  # may dead-letter a row that must be re-embedded
-            await self._deliver([r for w in held if (r := self._dead_letter(w)) is not None])
-            mutations = [m for w in held if (m := self._mutation(w)) is not None]
+            for item in batch:
+                if not self._held(item):
+                    self._release(item)
+            decided = self._decide(held)
+            settled = await self._fill_unchanged(decided)  # may dead-letter a vanished row
+            await self._deliver([self._dead_letter(r) for r in settled if isinstance(r, Rejected)])
+            mutations = [m for item in settled if (m := self._mutation(item)) is not None]
             try:
                 tokens = await self.sink.write(mutations, self._fenced(held)) if mutations else {}
             except WriteAbandoned as exc:
@@ -123,96 +134,108 @@ class Checkpoint:
                 return
             embedded_at = datetime.now(UTC)  # the writes were acknowledged
             announced = [
-                r for w in held if (r := self._record_state(w, embedded_at, tokens)) is not None
+                r for item in settled if (r := self._record_state(item, embedded_at, tokens))
             ]
-            catalogue = [r for w in held if (r := self._catalogue_record(w)) is not None]
+            catalogue = [r for item in settled if (r := self._catalogue_record(item))]
             await self.states.durable()
             await self._deliver(announced + catalogue)
-            for work in held:
-                self._finish(work)
+            for item in settled:
+                self._finish(item)
             self.finished += len(held)
             self.settled += len(batch)
             metrics.IN_FLIGHT.dec(len(batch))
             if abandoned:
                 log.info("abandoned %d events of revoked partitions", abandoned)
 
-    def _fenced(self, held: list[Work]) -> Callable[[], bool]:
+    def _fenced(self, held: list[Ready]) -> Callable[[], bool]:
         """True once any partition of ``held`` was revoked."""
-        return lambda: not all(self._held(w) for w in held)
+        return lambda: not all(self._held(item) for item in held)
 
-    def _abandon(self, batch: list[Work], exc: Exception) -> None:
+    def _abandon(self, batch: list[Ready], exc: Exception) -> None:
         log.warning("batch of %d events abandoned: %s", len(batch), exc)
-        for work in batch:
-            if work.event is not None:
-                self.pending.release(work.event.listing_id.encode(), work)
+        for item in batch:
+            self._release(item)
         self.settled += len(batch)
         metrics.IN_FLIGHT.dec(len(batch))
 
+    def _release(self, item: Ready | Settled) -> None:
+        """Drop the pending version state ``item`` may hold (keyed by its record)."""
+        if item.event is not None:
+            self.pending.release(item.event.listing_id.encode(), item.record)
+
     # -- 0: ownership and the version decision --------------------------------------------------
 
-    def _held(self, work: Work) -> bool:
-        record = work.record
+    def _held(self, item: Ready) -> bool:
+        record = item.record
         return self.ownership.holds((record.topic, record.partition), record.epoch)
 
     def _durable(self, key: bytes) -> ListingState | None:
         return ListingState.from_json(self.states.get(key))
 
-    def _decide(self, batch: list[Work]) -> None:
-        """Set each candidate's verdict from :func:`streams.decide.plan` on the durable state."""
+    def _decide(self, batch: list[Ready]) -> list[Ready]:
+        """Each candidate as :func:`streams.decide.plan` rules on the durable state: written
+        as it is, announced again, or skipped."""
         candidates = [
-            w
-            for w in batch
-            if w.event is not None and w.dead_letter is None and w.verdict is not Verdict.STALE
+            i
+            for i, item in enumerate(batch)
+            if isinstance(item, Announce | Delete | Unchanged | Encoded)
         ]
         actions = plan(
             [
                 Candidate(
-                    w.event.listing_id.encode(),  # type: ignore[union-attr]
-                    w.event.version,  # type: ignore[union-attr]
-                    w.verdict is Verdict.DELETE
-                    or (w.verdict is Verdict.EMBED and (w.unchanged or w.embedding is not None)),
+                    item.listing,
+                    item.event.version,
+                    writable=isinstance(item, Delete | Unchanged | Encoded),
                 )
-                for w in candidates
+                for item in (batch[i] for i in candidates)
+                if isinstance(item, Decoded)
             ],
             self._durable,
         )
-        for work, action in zip(candidates, actions, strict=True):
+        decided = list(batch)
+        for index, action in zip(candidates, actions, strict=True):
+            item = batch[index]
+            assert isinstance(item, Decoded)
             if action is Action.SKIP:
-                work.verdict = Verdict.STALE
+                decided[index] = Skipped(item.record, item.event)
             elif action is Action.ANNOUNCE:
-                work.verdict = Verdict.ANNOUNCE
+                decided[index] = Announce(item.record, item.event)
+        return decided
 
-    async def _fill_unchanged(self, batch: list[Work]) -> None:
-        unchanged = [
-            w for w in batch if w.unchanged and w.dead_letter is None and w.verdict is Verdict.EMBED
-        ]
+    async def _fill_unchanged(self, batch: list[Ready]) -> list[Settled]:
+        """Reusable rows read back from Milvus (as :class:`Encoded`, ``reused``)."""
+        unchanged = [item for item in batch if isinstance(item, Unchanged)]
         if not unchanged:
-            return
-        rows = await self.sink.fetch_rows([w.event.listing_id for w in unchanged])  # type: ignore[union-attr]
-        missing = []
-        for work in unchanged:
-            row = rows.get(work.event.listing_id)  # type: ignore[union-attr]
+            return batch  # type: ignore[return-value]
+        rows = await self.sink.fetch_rows([item.event.listing_id for item in unchanged])
+        filled: dict[int, Settled] = {}
+        missing: list[Unchanged] = []
+        for item in unchanged:
+            row = rows.get(item.event.listing_id)
             if row is None or row.get("model_version") != self.model_version:
                 # Gone, or written by another model: its vectors are in another space.
-                missing.append(work)
-            else:
-                work.embedding = np.asarray(row["embedding"], dtype=np.float32)
-                work.mismatch = float(row["mismatch_score"])
-                if row.get(IMAGE_VECTOR_FIELD) is not None:
-                    work.image_vector = np.asarray(row[IMAGE_VECTOR_FIELD], dtype=np.float32)
+                missing.append(item)
+                continue
+            cover = row.get(IMAGE_VECTOR_FIELD)
+            vectors = Vectors(
+                np.asarray(row["embedding"], dtype=np.float32),
+                float(row["mismatch_score"]),
+                None if cover is None else np.asarray(cover, dtype=np.float32),
+            )
+            filled[id(item)] = Encoded(
+                item.record, item.event, item.image_sha256, vectors, reused=True
+            )
         if missing:
             # The row vanished (another writer, a wiped collection): embed it again.
-            for work in missing:
-                work.unchanged = False
-            await self.reembed(missing)
+            for item, redone in zip(missing, await self.reembed(missing), strict=True):
+                filled[id(item)] = redone
+        return [filled[id(item)] if isinstance(item, Unchanged) else item for item in batch]
 
     # -- 1: dead letters ------------------------------------------------------------------------
 
-    def _dead_letter(self, work: Work) -> _Record | None:
-        if work.dead_letter is None:
-            return None
-        record = work.record
-        headers = dead_letter_headers(list(record.headers), work.dead_letter)
+    def _dead_letter(self, item: Rejected) -> _Record:
+        record = item.record
+        headers = dead_letter_headers(list(record.headers), item.dead_letter)
         return (self.settings.topic_dlq, record.key, record.value, headers)
 
     async def _deliver(self, records: list[_Record]) -> None:
@@ -230,24 +253,22 @@ class Checkpoint:
 
     # -- 2: Milvus ------------------------------------------------------------------------------
 
-    def _mutation(self, work: Work) -> Mutation | None:
-        event = work.event
-        if event is None or work.dead_letter is not None:
+    def _mutation(self, item: Settled) -> Mutation | None:
+        if isinstance(item, Delete):
+            return Mutation(item.event.listing_id, item.event.version, None)
+        if not isinstance(item, Encoded):
             return None
-        if work.verdict is Verdict.DELETE:
-            return Mutation(event.listing_id, event.version, None)
-        if work.verdict is not Verdict.EMBED or work.embedding is None:
-            return None
+        event, vectors = item.event, item.vectors
         assert event.price is not None
         row = {
             "listing_id": event.listing_id,
-            "embedding": work.embedding.tolist(),
+            "embedding": vectors.embedding.tolist(),
             **(
-                {IMAGE_VECTOR_FIELD: work.image_vector.tolist()}
-                if work.image_vector is not None
+                {IMAGE_VECTOR_FIELD: vectors.image_vector.tolist()}
+                if vectors.image_vector is not None
                 else {}
             ),
-            "mismatch_score": float(work.mismatch or 0.0),
+            "mismatch_score": vectors.mismatch,
             "category": event.category or "",
             "price": float(event.price.amount),
             "currency": event.price.currency,
@@ -263,42 +284,35 @@ class Checkpoint:
     # -- 3 and 4: version state, embedded events ------------------------------------------------
 
     def _record_state(
-        self, work: Work, embedded_at: datetime, tokens: dict[str, int]
+        self, item: Settled, embedded_at: datetime, tokens: dict[str, int]
     ) -> _Record | None:
-        """Metrics and the version state of one work item; its embedded event, if any."""
-        event = work.event
-        if work.dead_letter is not None:
+        """Metrics and the version state of one item; its embedded event, if any."""
+        if isinstance(item, Rejected):
             # A dead-lettered version does not count as seen: the row keeps the newest
             # version that could be written, whatever order the events arrived in.
-            metrics.EVENTS.labels(outcome="dead_lettered", reason=work.dead_letter.reason).inc()
+            metrics.EVENTS.labels(outcome="dead_lettered", reason=item.dead_letter.reason).inc()
             return None
-        if event is None:
-            return None
-        if work.verdict is Verdict.STALE:
+        if isinstance(item, Skipped):
             metrics.EVENTS.labels(outcome="skipped_stale", reason="").inc()
             return None
-        key = event.listing_id.encode()
-        if work.verdict is Verdict.ANNOUNCE:
+        event = item.event
+        key = item.listing
+        mismatch: float | None
+        if isinstance(item, Announce):
             state = self._durable(key)
             assert state is not None and state.version == event.version
             outcome = Outcome(state.outcome or (Outcome.DELETED if state.deleted else "embedded"))
             mismatch, token = state.mismatch, state.write_token
             metrics.EVENTS.labels(outcome="announced_again", reason="").inc()
         else:
-            if work.verdict is Verdict.EMBED and work.embedding is None:
-                return None
-            if work.verdict is Verdict.DELETE:
-                outcome = Outcome.DELETED
+            if isinstance(item, Delete):
+                outcome, mismatch, sha = Outcome.DELETED, None, None
             else:
-                outcome = Outcome.UNCHANGED if work.unchanged else Outcome.EMBEDDED
-            mismatch = None if outcome is Outcome.DELETED else work.mismatch
+                outcome = Outcome.UNCHANGED if item.reused else Outcome.EMBEDDED
+                mismatch, sha = item.vectors.mismatch, item.image_sha256
             token = tokens.get(event.listing_id)
             self.states[key] = guard.after_write(
-                event,
-                work.image_sha256,
-                outcome=outcome.value,
-                mismatch=mismatch,
-                write_token=token,
+                event, sha, outcome=outcome.value, mismatch=mismatch, write_token=token
             ).to_json()
             metrics.EVENTS.labels(outcome=outcome.value, reason="").inc()
             if mismatch is not None:
@@ -321,23 +335,22 @@ class Checkpoint:
         )
         return (self.settings.topic_embedded, key, encode(embedded), [])
 
-    def _catalogue_record(self, work: Work) -> _Record | None:
+    def _catalogue_record(self, item: Settled) -> _Record | None:
         """The state topic's record of a listing whose row is durable (after
-        :meth:`_record_state` settled the verdict): its fields, or a tombstone."""
-        event = work.event
-        if event is None or work.dead_letter is not None:
+        :meth:`_record_state` settled it): its fields, or a tombstone."""
+        if isinstance(item, Rejected | Skipped):
             return None
-        key = event.listing_id.encode()
-        sha256 = work.image_sha256
-        if work.verdict is Verdict.ANNOUNCE:
+        event = item.event
+        key = item.listing
+        if isinstance(item, Delete):
+            return (self.settings.topic_state, key, None, [])
+        if isinstance(item, Announce):
             state = self._durable(key)
             if state is None or state.deleted:
                 return (self.settings.topic_state, key, None, [])
             sha256 = state.image_sha256
-        elif work.verdict is Verdict.DELETE:
-            return (self.settings.topic_state, key, None, [])
-        elif work.verdict is not Verdict.EMBED or work.embedding is None:
-            return None
+        else:
+            sha256 = item.image_sha256
         if sha256 is None or event.cover_url is None or event.price is None:
             return None  # a state from before covers were hashed: nothing to re-embed from
         entry = CatalogueEntry(
@@ -357,8 +370,7 @@ class Checkpoint:
 
     # -- 5: offsets -----------------------------------------------------------------------------
 
-    def _finish(self, work: Work) -> None:
-        if work.event is not None:
-            self.pending.release(work.event.listing_id.encode(), work)
-        record = work.record
+    def _finish(self, item: Settled) -> None:
+        self._release(item)
+        record = item.record
         self.ledger.finish(record.topic, record.partition, record.offset)

@@ -37,7 +37,20 @@ from streams.fetch import ImageFetcher
 from streams.guard import ListingState, Verdict
 from streams.ledger import OffsetLedger
 from streams.ownership import EveryPartition, Ownership
-from streams.records import SourceRecord, Work
+from streams.records import (
+    Announce,
+    Decoded,
+    Delete,
+    Encoded,
+    Fetched,
+    Prepared,
+    Ready,
+    Rejected,
+    Skipped,
+    SourceRecord,
+    Unchanged,
+    Vectors,
+)
 from streams.settings import EmbedderSettings
 from streams.sink import VectorSink
 from streams.state import PendingStates, StateStore
@@ -91,8 +104,8 @@ class Pipeline:
         self.submitted = 0
         depth = settings.pipeline_depth
         self._intake: asyncio.Queue[SourceRecord] = asyncio.Queue(settings.batch_size * 2)
-        self._prepared: asyncio.Queue[list[Work]] = asyncio.Queue(depth)
-        self._encoded: asyncio.Queue[list[Work]] = asyncio.Queue(depth)
+        self._prepared: asyncio.Queue[list[Prepared]] = asyncio.Queue(depth)
+        self._encoded: asyncio.Queue[list[Ready]] = asyncio.Queue(depth)
 
     @property
     def finished(self) -> int:
@@ -158,11 +171,25 @@ class Pipeline:
             await self._prepared.put(await self.prepare(records))
 
     async def _encode_loop(self) -> None:
+        carry: list[Prepared] | None = None
         while True:
-            batch = await self._prepared.get()
-            await self.encode(batch)
+            # Batches that queued up while the towers were busy are encoded in one call (up to
+            # the batch size): under load, small batches would otherwise each pay the model's
+            # per-call cost. They still reach the sink one by one, in order.
+            waiting = [carry if carry is not None else await self._prepared.get()]
+            carry, size = None, len(waiting[0])
+            while not self._prepared.empty():
+                ready = self._prepared.get_nowait()
+                if size + len(ready) > self.settings.batch_size:
+                    carry = ready  # the first of the next call
+                    break
+                waiting.append(ready)
+                size += len(ready)
+            encoded = await self.encode([item for batch in waiting for item in batch])
             metrics.beat()  # progress
-            await self._encoded.put(batch)
+            for batch in waiting:
+                await self._encoded.put(encoded[: len(batch)])
+                encoded = encoded[len(batch) :]
 
     async def _sink_loop(self) -> None:
         while True:
@@ -180,9 +207,14 @@ class Pipeline:
             return pending
         return ListingState.from_json(self.states.get(key))
 
-    def _dead_letter(self, work: Work, error: VitrineError, stage: DeadLetterStage) -> None:
-        record = work.record
-        work.dead_letter = DeadLetter.from_error(
+    def _reject(
+        self,
+        record: SourceRecord,
+        error: VitrineError,
+        stage: DeadLetterStage,
+        event: ListingEvent | None = None,
+    ) -> Rejected:
+        dead_letter = DeadLetter.from_error(
             error,
             topic=record.topic,
             partition=record.partition,
@@ -190,88 +222,106 @@ class Pipeline:
             stage=stage,
             model_version=self.model_version,
         )
+        return Rejected(record, dead_letter, event)
 
-    def _decode(self, work: Work) -> ListingEvent | None:
-        """The record's event, or None after dead-lettering it."""
+    def _decode(self, record: SourceRecord) -> Decoded | Rejected:
+        """The record's event, or its dead letter."""
         try:
-            event = decode_listing_event(work.record.value)
+            event = decode_listing_event(record.value)
         except ContractError as exc:
             decoding = exc.reason in _DECODE_REASONS
             stage = DeadLetterStage.DECODE if decoding else DeadLetterStage.VALIDATE
-            self._dead_letter(work, exc, stage)
-            return None
-        if work.record.key is not None and work.record.key != event.listing_id.encode():
+            return self._reject(record, exc, stage)
+        if record.key is not None and record.key != event.listing_id.encode():
             error = ContractError("record key differs from listing_id", reason=Reason.INVALID_VALUE)
             error.field = "key"
-            self._dead_letter(work, error, DeadLetterStage.VALIDATE)
-            return None
-        return event
+            return self._reject(record, error, DeadLetterStage.VALIDATE)
+        return Decoded(record, event)
 
-    async def prepare(self, records: list[SourceRecord]) -> list[Work]:
-        """Decode, judge and fetch one batch; every record comes back as a :class:`Work`."""
-        batch = [Work(record) for record in records]
-        candidates: dict[bytes, list[Work]] = {}
-        for work in batch:
-            event = work.event = self._decode(work)
-            if event is None:
+    async def prepare(self, records: list[SourceRecord]) -> list[Prepared]:
+        """Decode, judge and fetch one batch; one result per record, in the records' order."""
+        results: list[Prepared | None] = [None] * len(records)
+        candidates: dict[bytes, list[tuple[int, Decoded, Verdict, ListingState | None]]] = {}
+        for index, record in enumerate(records):
+            decoded = self._decode(record)
+            if isinstance(decoded, Rejected):
+                results[index] = decoded
                 continue
-            key = event.listing_id.encode()
-            work.base = self._state_of(key)
-            work.verdict = guard.judge(work.base, event)
-            if work.verdict is not Verdict.STALE:
-                candidates.setdefault(key, []).append(work)
-        winners = await asyncio.gather(*(self._choose(works) for works in candidates.values()))
-        for key, winner in zip(candidates, winners, strict=True):
-            if winner is None or winner.verdict is Verdict.ANNOUNCE:
-                continue
-            record = winner.record
-            if not self.ownership.holds((record.topic, record.partition), record.epoch):
-                # Revoked while its image was fetched: this work will be abandoned, and a
-                # pending state left by it would make the next owner's replay look stale.
-                continue
-            assert winner.event is not None
-            state = guard.after_write(winner.event, winner.image_sha256)
-            self.pending.decide(key, record.partition, state, winner)
-        return batch
+            base = self._state_of(decoded.listing)
+            verdict = guard.judge(base, decoded.event)
+            if verdict is Verdict.STALE:
+                results[index] = Skipped(record, decoded.event)
+            else:
+                candidates.setdefault(decoded.listing, []).append((index, decoded, verdict, base))
+        chosen = await asyncio.gather(*(self._choose(c) for c in candidates.values()))
+        for key, (outcomes, winner) in zip(candidates, chosen, strict=True):
+            for index, outcome in outcomes.items():
+                results[index] = outcome
+            if winner is not None:
+                self._hold_pending(key, winner)
+        assert all(r is not None for r in results)
+        return results  # type: ignore[return-value]
 
-    async def _choose(self, works: list[Work]) -> Work | None:
-        """The newest of one listing's versions in the batch that loads; the rest are stale.
+    def _hold_pending(self, key: bytes, winner: Delete | Unchanged | Fetched) -> None:
+        """Later batches judge this listing against the version ``winner`` will write."""
+        record = winner.record
+        if not self.ownership.holds((record.topic, record.partition), record.epoch):
+            # Revoked while its image was fetched: this work will be abandoned, and a pending
+            # state left by it would make the next owner's replay look stale.
+            return
+        sha = None if isinstance(winner, Delete) else winner.image_sha256
+        self.pending.decide(key, record.partition, guard.after_write(winner.event, sha), record)
+
+    async def _choose(
+        self, versions: list[tuple[int, Decoded, Verdict, ListingState | None]]
+    ) -> tuple[dict[int, Prepared], Delete | Unchanged | Fetched | None]:
+        """One listing's versions in the batch: the newest that loads wins, the rest are
+        skipped; returns each version's outcome by batch index, and the winner to write.
 
         Versions are tried newest first; one whose image fails is dead-lettered and the next
         newest is tried, so the batch ends where one-event batches would have.
         """
-        winner = None
-        for work in sorted(works, key=lambda w: w.event.version, reverse=True):  # type: ignore[union-attr]
+        outcomes: dict[int, Prepared] = {}
+        winner: Prepared | None = None
+        for index, decoded, verdict, base in sorted(
+            versions, key=lambda v: v[1].event.version, reverse=True
+        ):
+            record, event = decoded.record, decoded.event
             if winner is not None:
-                work.verdict = Verdict.STALE  # superseded: never fetched or written
-                continue
-            if work.verdict is Verdict.EMBED:
-                await self._load_image(work)
-            if work.dead_letter is None:
-                winner = work
-        return winner
+                outcome: Prepared = Skipped(record, event)  # superseded: never fetched
+            elif verdict is Verdict.ANNOUNCE:
+                outcome = winner = Announce(record, event)
+            elif verdict is Verdict.DELETE:
+                outcome = winner = Delete(record, event)
+            else:
+                outcome = await self._load_image(decoded, base)
+                if not isinstance(outcome, Rejected):
+                    winner = outcome
+            outcomes[index] = outcome
+        writes = winner if isinstance(winner, Delete | Unchanged | Fetched) else None
+        return outcomes, writes
 
-    async def _load_image(self, work: Work, reuse_row: bool = True) -> None:
-        assert work.event is not None and work.event.cover_url is not None
+    async def _load_image(
+        self, decoded: Decoded, base: ListingState | None, reuse_row: bool = True
+    ) -> Fetched | Unchanged | Rejected:
+        """Fetch and preprocess the cover; ``Unchanged`` when the live row can be reused."""
+        record, event = decoded.record, decoded.event
+        assert event.cover_url is not None
         started = time.perf_counter()
         try:
-            image = await self.fetcher.fetch(work.event.cover_url)
+            image = await self.fetcher.fetch(event.cover_url)
         except FetchError as exc:
-            self._dead_letter(work, exc, DeadLetterStage.FETCH)
-            return
+            return self._reject(record, exc, DeadLetterStage.FETCH, event)
         finally:
             metrics.STAGE_DURATION.labels(stage="fetch").observe(time.perf_counter() - started)
-        work.image_sha256 = image.sha256
-        if reuse_row and guard.is_unchanged(work.base, work.event, image.sha256):
-            work.unchanged = True
-            return
-        cached = self.cache.get(image.sha256)
-        if cached is not None:
-            work.tensor = cached
-            return
+        if reuse_row and guard.is_unchanged(base, event, image.sha256):
+            return Unchanged(record, event, image.sha256)
+        tensor = self.cache.get(image.sha256)
+        if tensor is not None:
+            return Fetched(record, event, image.sha256, tensor)
         started = time.perf_counter()
         try:
-            work.tensor = await self.runner.run(
+            tensor = await self.runner.run(
                 preprocess_image,
                 image.data,
                 self.encoder.image_spec,
@@ -279,51 +329,64 @@ class Pipeline:
                 max_bytes=self.settings.fetch_max_bytes,
             )
         except ImageError as exc:
-            self._dead_letter(work, exc, DeadLetterStage.DECODE_IMAGE)
-            return
+            return self._reject(record, exc, DeadLetterStage.DECODE_IMAGE, event)
         finally:
             metrics.STAGE_DURATION.labels(stage="decode").observe(time.perf_counter() - started)
-        self.cache.put(image.sha256, work.tensor)
+        self.cache.put(image.sha256, tensor)
+        return Fetched(record, event, image.sha256, tensor)
 
     # -- stage 2: encode ----------------------------------------------------------------------
 
-    async def encode(self, batch: list[Work]) -> None:
-        """Run the towers and fusion on every work item that needs it, in one call."""
-        todo = [w for w in batch if w.needs_encoding]
+    async def encode(self, batch: list[Prepared]) -> list[Ready]:
+        """Run the towers and fusion on every fetched cover of the batch, in one call."""
+        todo = [item for item in batch if isinstance(item, Fetched)]
         if not todo:
-            return
-        await self._encode_isolating(todo)
+            return list(batch)  # type: ignore[arg-type]
+        done = iter(await self._encode_isolating(todo))
+        return [next(done) if isinstance(item, Fetched) else item for item in batch]
 
-    async def _encode_isolating(self, todo: list[Work]) -> None:
+    async def _encode_isolating(self, todo: list[Fetched]) -> list[Encoded | Rejected]:
         """Encode ``todo`` in one call; when the model refuses it, bisect until the events it
         refuses are alone, and dead-letter only those."""
-        images = np.stack([w.tensor for w in todo])  # type: ignore[misc]
-        titles = [w.event.title or "" for w in todo]  # type: ignore[union-attr]
+        images = np.stack([item.tensor for item in todo])
+        titles = [item.event.title or "" for item in todo]
         started = time.perf_counter()
         try:
-            result = await self.runner.run(self.encoder.encode, images, titles)
+            result = await self.runner.run_model(self.encoder.encode, images, titles)
         except EncoderError as exc:
             if len(todo) > 1:
                 half = len(todo) // 2
-                await self._encode_isolating(todo[:half])
-                await self._encode_isolating(todo[half:])
-                return
-            work = todo[0]
-            self._dead_letter(work, exc, DeadLetterStage.ENCODE)
-            self.pending.release(work.event.listing_id.encode(), work)  # type: ignore[union-attr]
-            return
+                return [
+                    *await self._encode_isolating(todo[:half]),
+                    *await self._encode_isolating(todo[half:]),
+                ]
+            item = todo[0]
+            self.pending.release(item.listing, item.record)
+            return [self._reject(item.record, exc, DeadLetterStage.ENCODE, item.event)]
         metrics.STAGE_DURATION.labels(stage="encode").observe(time.perf_counter() - started)
-        for i, work in enumerate(todo):
-            work.embedding = result.embeddings[i]
-            work.mismatch = float(result.mismatch[i])
-            if result.image_vectors is not None:
-                work.image_vector = result.image_vectors[i]
-            work.tensor = None
+        shared = result.image_vectors
+        return [
+            Encoded(
+                item.record,
+                item.event,
+                item.image_sha256,
+                Vectors(
+                    result.embeddings[i],
+                    float(result.mismatch[i]),
+                    None if shared is None else shared[i],
+                ),
+            )
+            for i, item in enumerate(todo)
+        ]
 
-    async def _reembed(self, works: list[Work]) -> None:
+    async def _reembed(self, rows: list[Unchanged]) -> list[Encoded | Rejected]:
         """Fetch and encode again rows that were to be reused but vanished from Milvus."""
-        await asyncio.gather(*(self._load_image(w, reuse_row=False) for w in works))
-        await self.encode(works)
+        loaded = await asyncio.gather(
+            *(self._load_image(item, None, reuse_row=False) for item in rows)
+        )
+        fetched = [item for item in loaded if isinstance(item, Fetched)]
+        done = iter(await self._encode_isolating(fetched) if fetched else [])
+        return [next(done) if isinstance(item, Fetched) else item for item in loaded]  # type: ignore[misc]
 
 
 __all__ = ["EmbedderError", "Pipeline"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field, model_validator
@@ -62,6 +63,13 @@ class EmbedderSettings(VitrineSettings):
     encode_threads: int = Field(
         default=2, ge=1, le=64, description="Threads of the executor (decode, encode, Milvus)."
     )
+    ort_intra_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="ONNX Runtime intra-op threads per session. Unset: half the cores (at least "
+        "1), so image decoding in the executor overlaps the towers instead of competing.",
+    )
     commit_interval_s: float = Field(
         default=0.5, gt=0, le=60, description="Longest time finished offsets wait to commit."
     )
@@ -82,6 +90,13 @@ class EmbedderSettings(VitrineSettings):
         if self.milvus_backoff_max_s < self.milvus_backoff_s:
             raise ValueError("VITRINE_MILVUS_BACKOFF_MAX_S must be >= VITRINE_MILVUS_BACKOFF_S")
         return self
+
+    @property
+    def ort_threads(self) -> int:
+        """Intra-op threads of each ONNX Runtime session."""
+        if self.ort_intra_threads is not None:
+            return self.ort_intra_threads
+        return max(1, (os.cpu_count() or 2) // 2)
 
     @property
     def resolved_model_dir(self) -> Path:

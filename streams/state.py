@@ -97,7 +97,8 @@ class PendingStates:
 
     Later batches are judged against them, so an event is not fetched again while an earlier
     batch with a newer version of its listing is still being encoded. Each entry remembers the
-    work item that decided it; the sink releases it once that item is written or dead-lettered.
+    source record whose event decided it; the sink releases it once that event is written or
+    dead-lettered.
     """
 
     def __init__(self) -> None:
@@ -115,7 +116,7 @@ class PendingStates:
         return len(self._entries)
 
     def decide(self, key: bytes, partition: int, state: ListingState, owner: object) -> None:
-        """``owner`` (a work item) will write ``state`` unless it fails."""
+        """``owner`` (the event's source record) will write ``state`` unless it fails."""
         self._entries[key] = (partition, state, owner)
 
     def release(self, key: bytes, owner: object) -> None:

@@ -40,13 +40,18 @@ class LoopbackImageServer:
         images = self.images
 
         class Handler(BaseHTTPRequestHandler):
+            # Keep-alive, like a real image CDN: the fetcher's pooled connections are reused
+            # instead of one TCP handshake per image.
+            protocol_version = "HTTP/1.1"
+            timeout = 30  # idle keep-alive connections end
+
             def do_GET(self) -> None:
                 body = images.get(self.path)
                 status = "200 OK" if body is not None else "404 Not Found"
                 body = body if body is not None else b"not found"
                 head = (
                     f"HTTP/1.1 {status}\r\nContent-Type: image/jpeg\r\n"
-                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n"
                 )
                 # One write: split header/body writes meet delayed ACKs (40 ms each).
                 self.wfile.write(head.encode() + body)

@@ -129,3 +129,53 @@ def test_header_digit_patterns_match_numeric_limits() -> None:
     assert partition == f"^(0|[1-9][0-9]{{0,{len(str(limits.MAX_PARTITION)) - 1}}})$"
     assert offset == f"^(0|[1-9][0-9]{{0,{len(str(limits.MAX_OFFSET)) - 1}}})$"
     assert set(str(limits.MAX_PARTITION)) == set(str(limits.MAX_OFFSET)) == {"9"}
+
+
+_MUTANTS: list[Any] = [
+    None,
+    "",
+    "x" * 600,
+    -1,
+    1.5,
+    True,
+    [],
+    {},
+    "L1\n",
+    'a"b',
+    "2026-02-30T00:00:00Z",
+]
+
+
+@pytest.mark.parametrize("name", CONTRACTS)
+def test_inlined_references_give_the_same_verdicts_and_errors(name: str) -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from schemas.registry import FORMAT_CHECKER, _ContractValidator, inline_local_refs
+
+    from .strategies import payloads
+
+    schema = load_schema(name)
+    inlined = inline_local_refs(schema)
+    assert "$ref" not in str({k: v for k, v in inlined.items() if k != "$defs"})
+    referenced = _ContractValidator(schema, format_checker=FORMAT_CHECKER)
+    compiled = validator_for(name)
+
+    def errors(validator: Any, payload: Any) -> list[tuple[str, list[Any]]]:
+        found = [(str(e.validator), list(e.absolute_path)) for e in validator.iter_errors(payload)]
+        return sorted(found, key=repr)
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(payloads(name), st.data())
+    def check(payload: dict[str, Any], data: st.DataObject) -> None:
+        assert errors(compiled, payload) == errors(referenced, payload) == []
+        # Break one field, top level or one level down, and compare what each reports.
+        field = data.draw(st.sampled_from(sorted(payload)))
+        target = payload
+        if isinstance(payload[field], dict) and payload[field]:
+            target = payload[field]
+            field = data.draw(st.sampled_from(sorted(target)))
+        target[field] = data.draw(st.sampled_from(_MUTANTS))
+        assert errors(compiled, payload) == errors(referenced, payload)
+
+    check()

@@ -30,7 +30,7 @@ from streams.kafka import FaustConsumer
 from streams.ledger import OffsetLedger
 from streams.ownership import Ownership
 from streams.pipeline import Pipeline
-from streams.records import SourceRecord, Work
+from streams.records import Ready, SourceRecord
 from streams.settings import EmbedderSettings
 from streams.sink import MilvusSink, Mutation
 from streams.state import MemoryStates
@@ -89,7 +89,7 @@ class Replica:
         key = payload["listing_id"].encode()
         return SourceRecord(TOPIC, 0, offset, key, encode_json(payload), (), epoch)
 
-    async def prepared(self, records: list[SourceRecord]) -> list[Work]:
+    async def prepared(self, records: list[SourceRecord]) -> list[Ready]:
         """Delivered, decided, fetched and encoded: ready for the sink."""
         ledger = self.pipeline.ledger
         for r in records:
@@ -97,9 +97,7 @@ class Replica:
                 ledger.start(r.topic, r.partition, r.offset)
             ledger.register(r.topic, r.partition, r.offset)
             self.pipeline.submitted += 1
-        batch = await self.pipeline.prepare(records)
-        await self.pipeline.encode(batch)
-        return batch
+        return await self.pipeline.encode(await self.pipeline.prepare(records))
 
     async def through(self, records: list[SourceRecord]) -> None:
         await self.pipeline.checkpoint.commit(await self.prepared(records))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -108,9 +109,7 @@ async def _through(pipeline: Pipeline, records: list[SourceRecord]) -> None:
         if not pipeline.ledger.started(record.topic, record.partition):
             pipeline.ledger.start(record.topic, record.partition, 0)
         pipeline.ledger.register(record.topic, record.partition, record.offset)
-    batch = await pipeline.prepare(records)
-    await pipeline.encode(batch)
-    await pipeline.checkpoint.commit(batch)
+    await pipeline.checkpoint.commit(await pipeline.encode(await pipeline.prepare(records)))
 
 
 def _records(server: ImageServer) -> dict[str, SourceRecord]:
@@ -183,3 +182,40 @@ def test_offsets_wait_for_the_version_state_to_be_durable(
     blocked, after = asyncio.run(run())
     assert blocked == {}
     assert after == {(TOPIC, 0): 2}
+
+
+def test_a_price_edit_reuses_the_row_and_a_vanished_row_is_embedded_again(
+    stub_model: Path, image_server: ImageServer
+) -> None:
+    image_server.images["/p1.png"] = png((10, 200, 10))
+    url = image_server.url("/p1.png")
+    versions = [listing_event("L1", 1, image_url=url)] + [
+        listing_event("L1", v, "updated", image_url=url, price=10.0 + v) for v in (2, 3)
+    ]
+    records = [
+        SourceRecord(TOPIC, 0, v - 1, b"L1", encode_json(e)) for v, e in enumerate(versions, 1)
+    ]
+
+    async def run() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        async with _pipeline(stub_model, MemoryStates()) as pipeline:
+            sink = pipeline.sink
+            assert isinstance(sink, MemorySink)
+            await _through(pipeline, records[:1])
+            first = dict(sink.rows["L1"])
+            await _through(pipeline, records[1:2])  # same title and cover: the row is reused
+            reused = dict(sink.rows["L1"])
+            sink.rows.clear()  # the row vanished (a wiped collection)
+            await _through(pipeline, records[2:])
+            again = dict(sink.rows["L1"])
+            sender = pipeline.checkpoint.sender
+            assert isinstance(sender, MemorySender)
+            announced = [json.loads(v) for t, _, v in sender.sent if t.endswith("embedded") and v]
+            assert pipeline.ledger.committable() == {(TOPIC, 0): 3}
+            return [first, reused, again], announced
+
+    rows, announced = asyncio.run(run())
+    assert [a["outcome"] for a in announced] == ["embedded", "unchanged", "embedded"]
+    assert [r["version"] for r in rows] == [1, 2, 3]
+    assert [r["price"] for r in rows] == [10.0, 12.0, 13.0]
+    assert rows[1]["embedding"] == rows[0]["embedding"]  # read back, not encoded again
+    assert rows[2]["embedding"] == pytest.approx(rows[0]["embedding"], abs=1e-5)
