@@ -7,10 +7,12 @@ Against an existing collection (e.g. one built by ``bench/preload.py``), in one 
   2. a recall worker in a child process, instrumented (no change to its code: its methods are
      wrapped), answering an open-loop stream of vector requests from ``AsyncRecallClient``.
 
-For each request it reports, in ms: Kafka request hop (client produce -> worker read, from the
-record's CreateTime), wait before answering (read -> answer starts), answer (decode, search,
-reply build), wait before completing, reply produce + ack, reply hop (ack -> client has the
-reply), and the round trip; per batch: requests read together and search calls' nq.
+For each request it reports, in ms: hop_in (client produce -> worker read, from the record's
+CreateTime), wait_answer (read -> answering starts), answer (decode, search, reply built and
+produced), reply_hop (produced -> the client's reply thread has it), resolve (-> the awaiting
+coroutine has it: decode, hand-over to the event loop), offsets (produced -> acknowledged and
+its offset stored), and the round trip; per batch: requests read together, search calls' nq;
+and the CPU each process used per request.
 
   python bench/profile_recall.py --collection prof100k --rate 200 --duration 10
 """
@@ -151,26 +153,38 @@ def worker_child(overrides: dict[str, Any], out_path: str, ready: Any, stop: Any
 
 async def load_phase(
     settings: Any, queries: np.ndarray, rate: float, duration: float
-) -> list[dict]:
+) -> tuple[list[dict], dict[str, float]]:
+    """Open-loop vector requests; per request its round trip, the worker's took_seconds and
+    (by correlation id, hex) when the client's reply thread got the reply."""
     from recall import AsyncRecallClient
 
     client = await asyncio.to_thread(AsyncRecallClient, settings)
     router = client._router
-    sent: dict[bytes, float] = {}
-    original_submit = router.submit
+    cids: dict[str, str] = {}
+    received: dict[str, float] = {}
+    original_submit, original_on_reply = router.submit, router._on_reply
 
     def submit(request: Any, key: Any) -> Any:
         correlation_id, future = original_submit(request, key)
-        sent[correlation_id] = time.time()
+        cids[request.request_id] = correlation_id.hex()
         return correlation_id, future
 
+    def on_reply(message: Any) -> None:
+        for name, value in message.headers() or ():
+            if name == "kafka_correlationId":
+                received[bytes(value).hex()] = time.time()
+        original_on_reply(message)
+
     router.submit = submit  # type: ignore[method-assign]
+    router._on_reply = on_reply  # type: ignore[method-assign]
     records: list[dict] = []
 
     async def one(i: int) -> None:
         began = time.time()
         reply = await client.similar_to_vector(queries[i % len(queries)].tolist(), k=10, timeout=10)
-        records.append({"i": i, "rtt": time.time() - began, "took": reply.took_seconds})
+        done = time.time()
+        cid = cids.get(str(reply.request_id), "")
+        records.append({"cid": cid, "rtt": done - began, "took": reply.took_seconds, "done": done})
 
     try:
         for _ in range(20):
@@ -187,7 +201,7 @@ async def load_phase(
         await asyncio.gather(*tasks)
     finally:
         await client.aclose()
-    return records
+    return records, received
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         pids = process_ids(infra.home, child.pid or 0)
         cpu_before = {k: cpu_seconds(v) for k, v in pids.items()}
         wall_before = time.monotonic()
-        records = asyncio.run(load_phase(settings, queries, args.rate, args.duration))
+        records, received = asyncio.run(load_phase(settings, queries, args.rate, args.duration))
         wall = time.monotonic() - wall_before
         cpu_used = {k: cpu_seconds(v) - cpu_before[k] for k, v in pids.items()}
     finally:
@@ -268,19 +282,20 @@ def main(argv: list[str] | None = None) -> int:
     data = json.loads(Path(out_path).read_text())
     per = data["per_request"]
     stages: dict[str, list[float]] = {
-        k: [] for k in ("hop_in", "wait_answer", "answer", "wait_complete", "complete", "rtt")
+        k: [] for k in ("hop_in", "wait_answer", "answer", "reply_hop", "resolve", "offsets")
     }
-    for entry in per.values():
+    done_at = {r["cid"]: r["done"] for r in records}
+    for cid, entry in per.items():
         if "complete_end" not in entry or "answer_begin" not in entry:
             continue
         stages["hop_in"].append(entry["read"] - entry["created"])
         stages["wait_answer"].append(entry["answer_begin"] - entry["read"])
         stages["answer"].append(entry["answer_end"] - entry["answer_begin"])
-        # _complete blocks on the answer first: count its own part from the answer's end.
-        stages["wait_complete"].append(max(0.0, entry["complete_begin"] - entry["answer_end"]))
-        stages["complete"].append(
-            entry["complete_end"] - max(entry["complete_begin"], entry["answer_end"])
-        )
+        # Replies leave at the answer's end; offsets are stored once they are acknowledged.
+        stages["offsets"].append(entry["complete_end"] - entry["answer_end"])
+        if cid in received and cid in done_at:
+            stages["reply_hop"].append(received[cid] - entry["answer_end"])
+            stages["resolve"].append(done_at[cid] - received[cid])
     stages["rtt"] = [r["rtt"] for r in records]
     stages["took (worker read->answered)"] = [r["took"] for r in records]
     stages["rtt - took"] = [r["rtt"] - r["took"] for r in records]
