@@ -71,6 +71,33 @@ def encoder_only(model_dir: Path, images: list[bytes], batch: int, seconds: floa
     return done / (time.perf_counter() - started)
 
 
+def preload_collection(settings: VitrineSettings, model_dir: Path, rows: int) -> dict:
+    """Create the benchmark's collection as the embedder would and store ``rows`` clustered
+    rows in it, indexed and loaded (bench/preload.py); return what was built."""
+    import importlib.util
+
+    from vitrine.vectorstore import CollectionLayout, connect
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_preload", Path(__file__).with_name("preload.py")
+    )
+    assert spec is not None and spec.loader is not None
+    preload = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(preload)
+    encoder = Encoder.load(model_dir)  # the dimensions as the embedder reads them
+    manifest = encoder.manifest
+    shared = manifest.shared_space.get("dim") if encoder.has_shared_space else None
+    layout = CollectionLayout.for_settings(settings, manifest.embedding_dim, shared)
+    del encoder
+    client = connect(settings, timeout_s=120)
+    try:
+        layout, _vectors, index = preload.preload(client, layout, rows)
+    finally:
+        client.close()
+    keep = ("index_type", "M", "efConstruction", "nlist", "seconds_to_build_and_load")
+    return {"rows": rows, **{k: v for k, v in index.items() if k in keep}}
+
+
 def main() -> int:
     """Run the benchmark and print its figures (and a JSON line)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -83,6 +110,14 @@ def main() -> int:
     parser.add_argument("--profile", default="cpu", help="model profile when no --model-dir")
     parser.add_argument("--model-dir", type=Path, default=None)
     parser.add_argument("--encoder-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--preload",
+        type=int,
+        default=0,
+        metavar="N",
+        help="store N rows in the collection before the embedder starts (bench/preload.py): "
+        "freshness at size",
+    )
     args = parser.parse_args()
 
     base = load(VitrineSettings)
@@ -98,6 +133,7 @@ def main() -> int:
         topic_recall_replies=f"{name}.rp",
     )
     ensure_topics(settings)
+    preloaded = preload_collection(settings, model_dir, args.preload) if args.preload else {}
     server = LoopbackImageServer()
     warm = 40
     events = list(
@@ -172,6 +208,12 @@ def main() -> int:
         embedder.wait(60)
         consumer.close()
         server.close()
+        if args.preload:  # a preloaded collection holds hundreds of MB in Milvus: drop it
+            from vitrine.vectorstore import connect
+
+            client = connect(settings)
+            client.drop_collection(name)
+            client.close()
     fresh = [r["freshness_seconds"] for r in results]
     stamps = sorted(datetime.fromisoformat(r["embedded_at"]).timestamp() for r in results)
     span = stamps[-1] - started if stamps else float("nan")
@@ -196,6 +238,9 @@ def main() -> int:
         "pipeline_to_encoder": round(throughput / enc, 3) if enc else None,
         "batch_size": args.batch_size,
         "image_px": args.image_size,
+        "preloaded": preloaded,
+        "milvus": "lite" if settings.milvus_is_lite else "server",
+        "load_average_at_end": os.getloadavg(),
     }
     print(
         f"offered {report['offered_rate']} ev/s, written {len(results)}/{args.events}, "
