@@ -122,6 +122,7 @@ class RecallWorker:
         self._producer = producer or Producer(worker_producer_config(settings))
         self._stop = threading.Event()
         self._topics: dict[str, tuple[float, int | None]] = {}
+        self._topics_lock = threading.Lock()  # the answering threads share the cache
         self._subscribed = False
 
     def stop(self) -> None:
@@ -376,9 +377,10 @@ class RecallWorker:
             time.sleep(0.5)
             count = self._metadata_partitions(topic)
         ttl = _TOPIC_CACHE_S if count is not None else _MISSING_TOPIC_CACHE_S
-        self._topics[topic] = (now + ttl, count)
-        if len(self._topics) > 10_000:
-            self._topics = {t: v for t, v in self._topics.items() if v[0] > now}
+        with self._topics_lock:
+            self._topics[topic] = (now + ttl, count)
+            if len(self._topics) > 10_000:
+                self._topics = {t: v for t, v in self._topics.items() if v[0] > now}
         return count
 
     def _metadata_partitions(self, topic: str) -> int | None:
