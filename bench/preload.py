@@ -23,7 +23,13 @@ from typing import Any
 
 import numpy as np
 
-from vitrine.vectorstore import CollectionLayout, ensure_collection, ensure_lite_ann_index
+from vitrine.vectorstore import (
+    IMAGE_VECTOR_FIELD,
+    CollectionLayout,
+    ensure_collection,
+    ensure_lite_ann_index,
+    vector_dims,
+)
 
 CATEGORIES = ("shoes", "bags", "watches", "toys", "home", "garden", "books", "phones")
 CLUSTERS = 2000
@@ -48,8 +54,10 @@ def clustered(rng: np.random.Generator, around: np.ndarray, n: int) -> np.ndarra
 
 def insert_rows(client: Any, layout: CollectionLayout, items: int, batch: int = 2000) -> np.ndarray:
     """Create the collection if needed and insert ``items`` rows; return their L2-normalised
-    vectors (for exact search)."""
+    vectors (for exact search). Where the collection stores cover vectors (``shared_dim``,
+    not on a Milvus 2.3 server) rows carry random ones too."""
     ensure_collection(client, layout)
+    covers = vector_dims(client.describe_collection(layout.name)).get(IMAGE_VECTOR_FIELD)
     rng = np.random.default_rng(42)
     around = centres(layout.dim)
     started = time.monotonic()
@@ -58,8 +66,10 @@ def insert_rows(client: Any, layout: CollectionLayout, items: int, batch: int = 
         n = min(batch, items - start)
         vectors = clustered(rng, around, n)
         normalised[start : start + n] = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        cover = rng.standard_normal((n, covers)).astype(np.float32) if covers else None
         rows = [
             {
+                **({IMAGE_VECTOR_FIELD: cover[i].tolist()} if cover is not None else {}),
                 "listing_id": f"B{start + i:07d}",
                 "embedding": vectors[i].tolist(),
                 "mismatch_score": float(rng.integers(0, 65) / 64),

@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 
 _TOPIC_CACHE_S = 30.0
 _MISSING_TOPIC_CACHE_S = 10.0
+#: How long one poll waits while batches are in flight. A new request wakes it at once, and
+#: the answering threads produce their own replies, so this only bounds how late delivery
+#: reports are served and offsets stored: short enough for that, long enough not to spin.
+_BUSY_POLL_S = 0.01
 
 
 @dataclass
@@ -40,7 +44,13 @@ class _Outgoing:
     reply: RecallReply
     error: Any = None  # KafkaError from the delivery report
     delivered: bool = False
+    settled: bool = False  # the delivery report arrived (delivered or failed)
     skipped: str | None = None  # why no reply was produced at all
+
+    @property
+    def waiting(self) -> bool:
+        """Produced, and its delivery report not in yet."""
+        return self.skipped is None and not self.settled
 
 
 @dataclass
@@ -115,6 +125,7 @@ class RecallWorker:
         self._producer = producer or Producer(worker_producer_config(settings))
         self._stop = threading.Event()
         self._topics: dict[str, tuple[float, int | None]] = {}
+        self._topics_lock = threading.Lock()  # the answering threads share the cache
         self._subscribed = False
 
     def _answerer_for(self, live: Live) -> RecallAnswerer:
@@ -147,10 +158,11 @@ class RecallWorker:
         """Answer requests until stopped, ``max_requests`` were answered, or (``burst``) the
         assigned partitions are drained.
 
-        Up to ``recall_search_concurrency`` batches are answered at once (their Milvus searches
-        overlap, and with the reading of the next batch), and finished — replies produced and
-        acknowledged, offsets stored — one at a time in the order they were read, so a stored
-        offset never passes a request still unanswered.
+        Up to ``recall_search_concurrency`` batches are answered at once, each in a thread of
+        its own that produces its replies as soon as they are built; this loop keeps reading
+        meanwhile, and finishes the batches (replies acknowledged, offsets stored) one at a
+        time in the order they were read, so a stored offset never passes a request still
+        unanswered.
         """
         if not self._subscribed:
             self._consumer.subscribe([self.settings.topic_recall_requests])
@@ -167,27 +179,28 @@ class RecallWorker:
             try:
                 while not self._stop.is_set():
                     self._follow()
+                    self._finish_ready(in_flight)
                     queued = sum(len(b.records) for b in in_flight)
                     if max_requests is not None and self.stats.answered + queued >= max_requests:
                         if not in_flight:
                             break
                         self._complete(in_flight)
                         continue
-                    while in_flight and (in_flight[0].future.done() or len(in_flight) >= depth):
-                        self._complete(in_flight)
+                    if len(in_flight) >= depth:
+                        self._complete(in_flight)  # every thread busy: wait for the oldest
+                        continue
                     budget = self.settings.recall_batch_max
                     if max_requests is not None:
                         left = max_requests - self.stats.answered - queued
                         budget = max(1, min(budget, left))
-                    # With answers in flight, read only what is already fetched.
-                    messages = self._read(budget, wait=not in_flight)
+                    messages = self._read(
+                        budget, _BUSY_POLL_S if in_flight else self.settings.recall_poll_timeout_s
+                    )
                     if messages:
                         batch = self._start(messages, pool)
                         if batch is not None:
                             in_flight.append(batch)
-                    elif in_flight:
-                        self._complete(in_flight)  # nothing new: finish the oldest batch
-                    else:
+                    elif not in_flight:
                         self._producer.poll(0)
                         if burst and self._drained():
                             break
@@ -234,21 +247,34 @@ class RecallWorker:
             future = pool.submit(self._answer, records, started)
         return _Batch(records, started, future)
 
+    def _finish_ready(self, in_flight: deque[_Batch]) -> None:
+        """Serve delivery reports, then finish the oldest batches whose replies are all
+        settled, in read order, without waiting for anything."""
+        self._producer.poll(0)
+        while in_flight and in_flight[0].future.done():
+            if any(out.waiting for out in in_flight[0].future.result()):
+                return
+            self._complete(in_flight)
+
     def _complete(self, in_flight: deque[_Batch]) -> None:
-        """Finish the oldest batch of ``in_flight``: produce its replies, wait until they are
-        acknowledged, store its offsets. A partition rewound for a failed reply gets no stored
-        offset from any batch read before the rewind: those are drained here, then it re-reads."""
+        """Finish the oldest batch of ``in_flight``: wait until it is answered and its replies
+        are acknowledged, store its offsets. A partition rewound for a failed reply gets no
+        stored offset from any batch read before the rewind: those are drained here, then it
+        re-reads."""
         rewound: dict[tuple[str, int], int] = {}
         first = True
         while in_flight and (first or rewound):
             first = False
             batch = in_flight.popleft()
             outgoing = batch.future.result()
-            for out in outgoing:
-                self._produce(out)
-            pending = sum(1 for out in outgoing if out.skipped is None)
-            while pending and self._producer.flush(self.settings.recall_reply_timeout_s + 5.0):
-                log.warning("replies still in flight after the reply timeout; waiting")
+            deadline = time.monotonic() + self.settings.recall_reply_timeout_s + 5.0
+            while any(out.waiting for out in outgoing):
+                # message.timeout.ms (the reply timeout) bounds every report; this only guards
+                # against a report that never comes.
+                self._producer.poll(0.05)
+                if time.monotonic() > deadline:
+                    log.warning("replies still in flight after the reply timeout; waiting")
+                    deadline = time.monotonic() + self.settings.recall_reply_timeout_s
             self._finish(outgoing, batch.started, rewound)
 
     def _answer(self, records: list[Any], started: float) -> list[_Outgoing]:
@@ -283,6 +309,8 @@ class RecallWorker:
                     time.monotonic() - started,
                 )
             outgoing.append(_Outgoing(message, target, reply))
+        for out in outgoing:  # at once, from this thread: the loop may be busy reading
+            self._produce(out)
         return outgoing
 
     def _produce(self, out: _Outgoing) -> None:
@@ -304,6 +332,7 @@ class RecallWorker:
         def delivered(err: Any, _msg: Any) -> None:
             out.error = err
             out.delivered = err is None
+            out.settled = True
 
         kwargs: dict[str, Any] = {
             "value": encode(out.reply),
@@ -323,7 +352,6 @@ class RecallWorker:
                 out.skipped = "produce_refused"
                 log.warning("reply to %s refused: %s", out.target.topic, exc)
                 break
-        self._producer.poll(0)
 
     def _finish(
         self, outgoing: list[_Outgoing], started: float, rewound: dict[tuple[str, int], int]
@@ -358,8 +386,8 @@ class RecallWorker:
 
     # -- Kafka helpers -----------------------------------------------------------------------
 
-    def _read(self, budget: int, wait: bool = True) -> list[Any]:
-        first = self._consumer.poll(self.settings.recall_poll_timeout_s if wait else 0)
+    def _read(self, budget: int, wait_s: float) -> list[Any]:
+        first = self._consumer.poll(wait_s)
         if first is None:
             return []
         if budget <= 1:
@@ -378,9 +406,10 @@ class RecallWorker:
             time.sleep(0.5)
             count = self._metadata_partitions(topic)
         ttl = _TOPIC_CACHE_S if count is not None else _MISSING_TOPIC_CACHE_S
-        self._topics[topic] = (now + ttl, count)
-        if len(self._topics) > 10_000:
-            self._topics = {t: v for t, v in self._topics.items() if v[0] > now}
+        with self._topics_lock:
+            self._topics[topic] = (now + ttl, count)
+            if len(self._topics) > 10_000:
+                self._topics = {t: v for t, v in self._topics.items() if v[0] > now}
         return count
 
     def _metadata_partitions(self, topic: str) -> int | None:
