@@ -207,7 +207,12 @@ class Checkpoint:
         unchanged = [item for item in batch if isinstance(item, Unchanged)]
         if not unchanged:
             return batch  # type: ignore[return-value]
-        rows = await self.sink.fetch_rows([item.event.listing_id for item in unchanged])
+        # Their rows were written by earlier batches: reading as of the newest of those writes
+        # sees them all (a state without a token, e.g. from milvus-lite, reads Strong).
+        states = [self._durable(item.listing) for item in unchanged]
+        tokens = [state.write_token for state in states if state and state.write_token]
+        token = max(tokens) if len(tokens) == len(unchanged) else None
+        rows = await self.sink.fetch_rows([item.event.listing_id for item in unchanged], token)
         filled: dict[int, Settled] = {}
         missing: list[Unchanged] = []
         for item in unchanged:

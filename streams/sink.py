@@ -24,6 +24,7 @@ from vitrine.vectorstore import (
     CollectionMismatch,
     VectorStoreError,
     connect,
+    consistency,
     ensure_collection,
     upsert_rows,
     vector_dims,
@@ -80,8 +81,11 @@ class VectorSink(Protocol):
         (Milvus timestamp) of each listing when the client reports one. After a failed try,
         raises :class:`~streams.errors.WriteAbandoned` instead of retrying when ``give_up()``."""
 
-    async def fetch_rows(self, listing_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """Current rows (all fields) of these listings."""
+    async def fetch_rows(
+        self, listing_ids: Sequence[str], write_token: int | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Current rows (all fields) of these listings, as of ``write_token`` at least (the
+        newest write of theirs), else as of now."""
 
 
 class MilvusSink:
@@ -193,13 +197,19 @@ class MilvusSink:
         metrics.STAGE_DURATION.labels(stage="upsert").observe(time.perf_counter() - started)
         return {listing: token for listing, token in tokens.items() if token is not None}
 
-    async def fetch_rows(self, listing_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """Rows by listing id, for metadata-only refreshes."""
+    async def fetch_rows(
+        self, listing_ids: Sequence[str], write_token: int | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Rows by listing id, for metadata-only refreshes. With the rows' newest write token
+        the read waits only for that write; without one it is Strong (on a Milvus server a
+        Strong read waits for the next time tick, ~200 ms)."""
         if not listing_ids:
             return {}
         ids = list(listing_ids)
         fields = [*ROW_FIELDS, IMAGE_VECTOR_FIELD] if self.stores_covers else list(ROW_FIELDS)
+        level = consistency("Strong", write_token)
         rows = await self._retry(
-            "query", lambda c: c.query(self._layout.name, ids=ids, output_fields=fields)
+            "query",
+            lambda c: c.query(self._layout.name, ids=ids, output_fields=fields, **level),
         )
         return {row["listing_id"]: dict(row) for row in rows}

@@ -35,6 +35,7 @@ class MemorySink:
     def __init__(self) -> None:
         self.rows: dict[str, dict[str, Any]] = {}
         self.clock = 0  # a write token per call, like Milvus timestamps
+        self.read_tokens: list[int | None] = []  # the write token each fetch asked for
 
     async def write(
         self, mutations: Sequence[Mutation], give_up: Callable[[], bool] | None = None
@@ -47,7 +48,10 @@ class MemorySink:
                 self.rows[m.listing_id] = m.row
         return {m.listing_id: self.clock for m in mutations}
 
-    async def fetch_rows(self, listing_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    async def fetch_rows(
+        self, listing_ids: Sequence[str], write_token: int | None = None
+    ) -> dict[str, dict[str, Any]]:
+        self.read_tokens.append(write_token)
         return {i: self.rows[i] for i in listing_ids if i in self.rows}
 
 
@@ -211,6 +215,8 @@ def test_a_price_edit_reuses_the_row_and_a_vanished_row_is_embedded_again(
             assert isinstance(sender, MemorySender)
             announced = [json.loads(v) for t, _, v in sender.sent if t.endswith("embedded") and v]
             assert pipeline.ledger.committable() == {(TOPIC, 0): 3}
+            # Each read back asked to see the row's own write (the token of the write before).
+            assert sink.read_tokens == [1, 2]
             return [first, reused, again], announced
 
     rows, announced = asyncio.run(run())
