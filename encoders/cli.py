@@ -153,6 +153,14 @@ def _train_args(
         help="share of wrong covers in the catalogue the model serves; the mismatch score is "
         "calibrated to it (default: the data's no-click share, at least 0.02)",
     )
+    parser.add_argument(
+        "--validation-share",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="hold out this share of the training products as a validation split and report "
+        "on it instead of the test split (to choose hyper-parameters; default 0: off)",
+    )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
 
 
@@ -174,6 +182,7 @@ def _train_config(args: argparse.Namespace) -> Any:
         finetune_last_stage=args.finetune_last_stage,
         image_size=args.image_size,
         mismatch_prior=getattr(args, "mismatch_prior", None),
+        validation_share=getattr(args, "validation_share", 0.0),
     )
 
 

@@ -13,6 +13,13 @@ For a listing with image features ``f_i`` and text features ``f_t``:
 ``a_i`` and ``a_t`` are also the shared image/title space (trained with an in-batch contrastive
 loss, temperature ``exp(-logit_scale)``), exported as two projection graphs for query by photo
 and by text.
+
+With ``appearance_dim > 0`` the image side also has an *appearance* head ``s_i`` (a linear map of
+standardised features, trained so that co-clicked covers, e.g. colour variants of one product,
+are close). A cover's vector in the shared space is then ``[α s_i ; a_i] / √(1 + α²)`` and a
+text query's ``[0 ; a_t]``: text-to-cover cosines are those of ``a`` divided by a constant (same
+ranking), while photo-to-cover cosines weigh appearance ``α²`` to one against the title-aligned
+part.
 """
 
 from __future__ import annotations
@@ -36,7 +43,14 @@ def _mlp(cin: int, hidden: int, cout: int) -> nn.Sequential:
 class FusionModel(nn.Module):
     """Image + text features -> item embedding, TransH quantities and mismatch logit."""
 
-    def __init__(self, image_dim: int, text_dim: int, hidden_dim: int, embedding_dim: int) -> None:
+    def __init__(
+        self,
+        image_dim: int,
+        text_dim: int,
+        hidden_dim: int,
+        embedding_dim: int,
+        appearance_dim: int = 0,
+    ) -> None:
         super().__init__()
         self.image_adapter = _mlp(image_dim, hidden_dim, hidden_dim)
         self.text_adapter = _mlp(text_dim, hidden_dim, hidden_dim)
@@ -47,6 +61,47 @@ class FusionModel(nn.Module):
         # gives the head the cosine the contrastive loss trains, per dimension.
         self.mismatch_head = _mlp(2 * hidden_dim, hidden_dim, 1)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.appearance_dim = appearance_dim
+        if appearance_dim:
+            # Standardisation of the frozen features (set from the training data) keeps the
+            # linear head well conditioned; buffers, so checkpoints and exports carry them.
+            self.register_buffer("feature_mean", torch.zeros(image_dim))
+            self.register_buffer("feature_scale", torch.ones(image_dim))
+            self.register_buffer("appearance_weight", torch.tensor(1.0))
+            self.appearance = nn.Linear(image_dim, appearance_dim)
+
+    def set_feature_statistics(self, features: torch.Tensor) -> None:
+        """Standardise the appearance head's input with these (training) features' statistics."""
+        if self.appearance_dim:
+            with torch.no_grad():
+                self.feature_mean.copy_(features.mean(0))
+                self.feature_scale.copy_(features.std(0) + 1e-3)
+
+    def appearance_vector(self, image: torch.Tensor) -> torch.Tensor:
+        """``s_i``: unit vectors in which co-clicked covers are close (needs appearance_dim)."""
+        z = (image - self.feature_mean) / self.feature_scale
+        return F.normalize(self.appearance(z), dim=-1)
+
+    @property
+    def shared_dim(self) -> int:
+        """Width of the cover and query vectors of the shared space."""
+        return self.appearance_dim + self.image_adapter[-1].out_features  # type: ignore[return-value]
+
+    def cover_vector(self, image: torch.Tensor) -> torch.Tensor:
+        """A cover (or photo query) in the shared space: ``[α s_i ; a_i] / √(1 + α²)``."""
+        a_image = F.normalize(self.image_adapter(image), dim=-1)
+        if not self.appearance_dim:
+            return a_image
+        alpha = self.appearance_weight
+        both = torch.cat([alpha * self.appearance_vector(image), a_image], dim=-1)
+        return both / torch.sqrt(1.0 + alpha * alpha)
+
+    def text_query_vector(self, text: torch.Tensor) -> torch.Tensor:
+        """A title or text query in the shared space: ``[0 ; a_t]``."""
+        a_text = F.normalize(self.text_adapter(text), dim=-1)
+        if not self.appearance_dim:
+            return a_text
+        return torch.cat([a_text.new_zeros(a_text.shape[0], self.appearance_dim), a_text], -1)
 
     def unit_normal(self) -> torch.Tensor:
         """``w / ‖w‖``: the hyperplane normal is kept unit-length by construction."""
@@ -94,10 +149,10 @@ class ImageProjection(nn.Module):
 
     def __init__(self, fusion: FusionModel) -> None:
         super().__init__()
-        self.adapter = fusion.image_adapter
+        self.fusion = fusion
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.adapter(image), dim=-1)
+        return self.fusion.cover_vector(image)
 
 
 class TextProjection(nn.Module):
@@ -105,7 +160,7 @@ class TextProjection(nn.Module):
 
     def __init__(self, fusion: FusionModel) -> None:
         super().__init__()
-        self.adapter = fusion.text_adapter
+        self.fusion = fusion
 
     def forward(self, text: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.adapter(text), dim=-1)
+        return self.fusion.text_query_vector(text)
