@@ -73,8 +73,7 @@ class MarketplaceData:
         chosen = np.random.default_rng(seed).permutation(groups)[: round(share * len(groups))]
         moved = set(train[np.isin(group[train], chosen)].tolist())
         listings = [
-            replace(x, split="validation") if i in moved else x
-            for i, x in enumerate(self.listings)
+            replace(x, split="validation") if i in moved else x for i, x in enumerate(self.listings)
         ]
         keep = [listings[a].split == listings[b].split for a, b in self.pairs]
         return MarketplaceData(self.root, listings, self.pairs[np.asarray(keep, bool)])

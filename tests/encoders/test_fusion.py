@@ -60,7 +60,7 @@ def test_alignment_prefers_own_title_and_mismatch_loss_is_bce() -> None:
     assert losses.mismatch_loss(logit, torch.tensor([False, True])).item() > 5
 
 
-def test_cover_vectors_rank_titles_as_the_title_aligned_part_and_mix_appearance_for_photos() -> None:
+def test_cover_vectors_rank_titles_like_the_adapters_and_mix_appearance_for_photos() -> None:
     torch.manual_seed(0)
     fusion = FusionModel(12, 10, 8, 6, appearance_dim=5)
     fusion.set_feature_statistics(torch.randn(50, 12) * 3 + 1)

@@ -106,6 +106,7 @@ def test_validation_share_reports_on_training_products_never_the_test_split(
     # The appearance head was trained and its statistics set from the training features.
     towers, _ = load_checkpoint(tmp_path / "v" / "checkpoint.pt")
     assert towers.fusion.appearance_dim > 0
-    assert not torch.equal(towers.fusion.feature_scale, torch.ones_like(towers.fusion.feature_scale))
+    scale = towers.fusion.feature_scale
+    assert not torch.equal(scale, torch.ones_like(scale))
     assert towers.fusion.appearance_weight.item() == TrainConfig().appearance_alpha
     assert report["history"][0]["appearance"] > 0
