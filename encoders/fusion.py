@@ -43,6 +43,11 @@ def _mlp(cin: int, hidden: int, cout: int) -> nn.Sequential:
 class FusionModel(nn.Module):
     """Image + text features -> item embedding, TransH quantities and mismatch logit."""
 
+    feature_mean: torch.Tensor
+    feature_scale: torch.Tensor
+    appearance_weight: torch.Tensor
+    appearance: nn.Linear
+
     def __init__(
         self,
         image_dim: int,
@@ -85,7 +90,9 @@ class FusionModel(nn.Module):
     @property
     def shared_dim(self) -> int:
         """Width of the cover and query vectors of the shared space."""
-        return self.appearance_dim + self.image_adapter[-1].out_features  # type: ignore[return-value]
+        last = self.image_adapter[-1]
+        assert isinstance(last, nn.Linear)
+        return self.appearance_dim + last.out_features
 
     def cover_vector(self, image: torch.Tensor) -> torch.Tensor:
         """A cover (or photo query) in the shared space: ``[α s_i ; a_i] / √(1 + α²)``."""
