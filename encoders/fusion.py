@@ -14,9 +14,9 @@ For a listing with image features ``f_i`` and text features ``f_t``:
 loss, temperature ``exp(-logit_scale)``), exported as two projection graphs for query by photo
 and by text.
 
-With ``appearance_dim > 0`` the image side also has an *appearance* head ``s_i`` (a linear map of
-standardised features, trained so that co-clicked covers, e.g. colour variants of one product,
-are close). A cover's vector in the shared space is then ``[α s_i ; a_i] / √(1 + α²)`` and a
+With ``appearance_dim > 0`` the image side also has an *appearance* head ``s_i`` (PCA whitening
+of the features, fitted on the training covers, then a linear map trained so that co-clicked
+covers, e.g. colour variants of one product, are close). A cover's vector in the shared space is then ``[α s_i ; a_i] / √(1 + α²)`` and a
 text query's ``[0 ; a_t]``: text-to-cover cosines are those of ``a`` divided by a constant (same
 ranking), while photo-to-cover cosines weigh appearance ``α²`` to one against the title-aligned
 part.
@@ -44,7 +44,7 @@ class FusionModel(nn.Module):
     """Image + text features -> item embedding, TransH quantities and mismatch logit."""
 
     feature_mean: torch.Tensor
-    feature_scale: torch.Tensor
+    whitening: torch.Tensor
     appearance_weight: torch.Tensor
     appearance: nn.Linear
 
@@ -68,23 +68,36 @@ class FusionModel(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.appearance_dim = appearance_dim
         if appearance_dim:
-            # Standardisation of the frozen features (set from the training data) keeps the
-            # linear head well conditioned; buffers, so checkpoints and exports carry them.
+            # PCA whitening of the unit-length frozen features, fitted on the training covers
+            # (buffers, so checkpoints and exports carry it), then a learned square map that
+            # starts as the identity: whitening alone already separates products better than
+            # the raw features, and training only has to refine it.
             self.register_buffer("feature_mean", torch.zeros(image_dim))
-            self.register_buffer("feature_scale", torch.ones(image_dim))
+            self.register_buffer("whitening", torch.eye(image_dim, appearance_dim))
             self.register_buffer("appearance_weight", torch.tensor(1.0))
-            self.appearance = nn.Linear(image_dim, appearance_dim)
-
-    def set_feature_statistics(self, features: torch.Tensor) -> None:
-        """Standardise the appearance head's input with these (training) features' statistics."""
-        if self.appearance_dim:
+            self.appearance = nn.Linear(appearance_dim, appearance_dim, bias=False)
             with torch.no_grad():
-                self.feature_mean.copy_(features.mean(0))
-                self.feature_scale.copy_(features.std(0) + 1e-3)
+                self.appearance.weight.copy_(torch.eye(appearance_dim))
+
+    def set_feature_statistics(self, features: torch.Tensor, power: float = 0.75) -> None:
+        """Fit the appearance head's whitening on these (training) features: centre the unit
+        vectors, project on the top principal axes, divide by singular value ** ``power``."""
+        if not self.appearance_dim:
+            return
+        with torch.no_grad():
+            unit = F.normalize(features.float(), dim=-1)
+            mean = unit.mean(0)
+            _, singular, axes = torch.linalg.svd(unit - mean, full_matrices=False)
+            k = min(self.appearance_dim, len(singular))
+            scale = singular[:k].clamp(min=1e-6 * float(singular[0])) ** power
+            whitening = torch.zeros_like(self.whitening)
+            whitening[:, :k] = axes[:k].T / scale
+            self.feature_mean.copy_(mean)
+            self.whitening.copy_(whitening)
 
     def appearance_vector(self, image: torch.Tensor) -> torch.Tensor:
         """``s_i``: unit vectors in which co-clicked covers are close (needs appearance_dim)."""
-        z = (image - self.feature_mean) / self.feature_scale
+        z = (F.normalize(image, dim=-1) - self.feature_mean) @ self.whitening
         return F.normalize(self.appearance(z), dim=-1)
 
     @property

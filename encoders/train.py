@@ -55,6 +55,7 @@ class TrainConfig:
     contrastive_weight: float = 1.0
     appearance_loss_weight: float = 1.0  # the co-click appearance head (profiles with one)
     appearance_temperature: float = 0.1
+    appearance_lr_scale: float = 0.1  # the head starts from the whitening; it only refines it
     #: α: weight of the appearance block against the title-aligned block in a cover's vector
     #: (photo queries rank by α² s·s' + a·a'; text queries are unaffected).
     appearance_alpha: float = 2.0
@@ -288,7 +289,15 @@ def train(
     meta = data.meta()
     batches = _Batches(data, meta, rng)
     clicked = torch.from_numpy(batches.clicked)
-    groups = [{"params": list(towers.fusion.parameters()), "lr": config.lr}]
+    head = towers.fusion.appearance if towers.fusion.appearance_dim else None
+    own = {id(p) for p in head.parameters()} if head is not None else set()
+    groups = [
+        {"params": [p for p in towers.fusion.parameters() if id(p) not in own], "lr": config.lr}
+    ]
+    if head is not None:
+        groups.append(
+            {"params": list(head.parameters()), "lr": config.lr * config.appearance_lr_scale}
+        )
     tail_params: list[torch.nn.Parameter] = []
     if config.finetune_last_stage:
         tail_params = [p for m in towers.trunk.tail_modules() for p in m.parameters()]

@@ -65,6 +65,8 @@ def test_cover_vectors_rank_titles_like_the_adapters_and_mix_appearance_for_phot
     fusion = FusionModel(12, 10, 8, 6, appearance_dim=5)
     fusion.set_feature_statistics(torch.randn(50, 12) * 3 + 1)
     with torch.no_grad():
+        fusion.appearance.weight.add_(0.1 * torch.randn(5, 5))
+    with torch.no_grad():
         fusion.appearance_weight.fill_(2.0)
     image, text = torch.randn(7, 12), torch.randn(4, 10)
     covers, queries = fusion.cover_vector(image), fusion.text_query_vector(text)
@@ -99,3 +101,16 @@ def test_appearance_loss_is_low_when_groups_cluster_and_zero_without_positives()
     assert low < losses.appearance_loss(scattered, group, 0.1)
     singles = losses.appearance_loss(clustered, torch.arange(8), 0.1)
     assert singles.item() == 0.0
+
+
+def test_appearance_whitening_decorrelates_the_training_features() -> None:
+    torch.manual_seed(0)
+    fusion = FusionModel(12, 10, 8, 6, appearance_dim=5)
+    features = torch.randn(200, 12) @ torch.randn(12, 12) + 2.0
+    fusion.set_feature_statistics(features, power=1.0)
+    z = (torch.nn.functional.normalize(features, dim=-1) - fusion.feature_mean) @ fusion.whitening
+    torch.testing.assert_close(z.T @ z, torch.eye(5), atol=1e-4, rtol=0)
+    # The learned map starts as the identity, so the head starts as the whitening itself.
+    torch.testing.assert_close(
+        fusion.appearance_vector(features), torch.nn.functional.normalize(z, dim=-1)
+    )

@@ -106,7 +106,7 @@ def test_validation_share_reports_on_training_products_never_the_test_split(
     # The appearance head was trained and its statistics set from the training features.
     towers, _ = load_checkpoint(tmp_path / "v" / "checkpoint.pt")
     assert towers.fusion.appearance_dim > 0
-    scale = towers.fusion.feature_scale
-    assert not torch.equal(scale, torch.ones_like(scale))
+    whitening = towers.fusion.whitening
+    assert not torch.equal(whitening, torch.eye(*whitening.shape))
     assert towers.fusion.appearance_weight.item() == TrainConfig().appearance_alpha
     assert report["history"][0]["appearance"] > 0
