@@ -16,10 +16,10 @@ and by text.
 
 With ``appearance_dim > 0`` the image side also has an *appearance* head ``s_i`` (PCA whitening
 of the features, fitted on the training covers, then a linear map trained so that co-clicked
-covers, e.g. colour variants of one product, are close). A cover's vector in the shared space is then ``[α s_i ; a_i] / √(1 + α²)`` and a
-text query's ``[0 ; a_t]``: text-to-cover cosines are those of ``a`` divided by a constant (same
-ranking), while photo-to-cover cosines weigh appearance ``α²`` to one against the title-aligned
-part.
+covers, e.g. colour variants of one product, are close). A cover's vector in the shared space
+is then ``[α s_i ; a_i] / √(1 + α²)`` and a text query's ``[0 ; a_t]``: text-to-cover cosines
+are those of ``a`` divided by a constant (same ranking), while photo-to-cover cosines weigh
+appearance ``α²`` to one against the title-aligned part.
 """
 
 from __future__ import annotations

@@ -290,9 +290,12 @@ def train(
     batches = _Batches(data, meta, rng)
     clicked = torch.from_numpy(batches.clicked)
     head = towers.fusion.appearance if towers.fusion.appearance_dim else None
-    own = {id(p) for p in head.parameters()} if head is not None else set()
+    head_ids = {id(p) for p in head.parameters()} if head is not None else set()
     groups = [
-        {"params": [p for p in towers.fusion.parameters() if id(p) not in own], "lr": config.lr}
+        {
+            "params": [p for p in towers.fusion.parameters() if id(p) not in head_ids],
+            "lr": config.lr,
+        }
     ]
     if head is not None:
         groups.append(
