@@ -122,7 +122,7 @@ def _train_args(
     parser.add_argument(
         "--profile", choices=sorted(PROFILES), default="cpu", help="model profile (cpu)"
     )
-    parser.add_argument("--epochs", type=int, default=15, help="training epochs (15)")
+    parser.add_argument("--epochs", type=int, default=6, help="training epochs (6)")
     parser.add_argument("--batch-size", type=int, default=64, help="co-click pairs per step (64)")
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (2e-3)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")

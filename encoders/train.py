@@ -44,7 +44,7 @@ class TrainConfig:
     """Hyper-parameters of one training run (stored in the checkpoint and the report)."""
 
     profile: str = "cpu"
-    epochs: int = 15
+    epochs: int = 6  # chosen on a validation split of the real-photo catalogue (docs/model.md)
     batch_size: int = 64  # co-click pairs per step; as many extra listings for the other losses
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -58,7 +58,7 @@ class TrainConfig:
     appearance_lr_scale: float = 0.1  # the head starts from the whitening; it only refines it
     #: α: weight of the appearance block against the title-aligned block in a cover's vector
     #: (photo queries rank by α² s·s' + a·a'; text queries are unaffected).
-    appearance_alpha: float = 2.0
+    appearance_alpha: float = 4.0
     seed: int = 0
     text_model: str | None = None  # Hugging Face-format directory; None: bundled MiniLM-L6
     image_weights: str | None = None  # state dict to start the image trunk from
