@@ -49,8 +49,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Train on DATA (listings.jsonl + coclicks.csv + images, see docs/model.md). "
         "Both towers start pretrained and stay frozen: their features are computed once and "
         "cached under HOME/cache/features. The fusion learns from triplet (co-clicks), TransH "
-        "alignment, image-title contrastive and mismatch losses (three kinds of swapped "
-        "covers); --finetune-last-stage also trains the image trunk's last stage. Writes "
+        "alignment, image-title contrastive, mismatch (three kinds of swapped covers) and "
+        "cover-appearance (co-clicks) losses; --finetune-last-stage also trains the image "
+        "trunk's last stage; --validation-share reports on held-out training products. Writes "
         "OUT/checkpoint.pt after every epoch, then OUT/report.json and OUT/report.txt.",
         formatter_class=fmt,
     )

@@ -1,4 +1,4 @@
-"""The four training losses (formulas in ``docs/model.md``)."""
+"""The five training losses (formulas in ``docs/model.md``)."""
 
 from __future__ import annotations
 

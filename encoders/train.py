@@ -2,11 +2,14 @@
 
 The recipe for real photos on a small CPU: both towers start pretrained and stay frozen, so
 their features are computed once and cached (:mod:`encoders.features`); the fusion is trained
-on top with four losses: triplet on co-clicks, TransH alignment, in-batch image-title InfoNCE
-and the mismatch head against three kinds of swapped covers (:mod:`encoders.negatives`) plus any
-no-click listings in the data. ``finetune_last_stage`` also trains the image trunk's last stage
-from cached body outputs. A checkpoint is written after every epoch, and the held-out report at
-the end.
+on top with five losses: triplet on co-clicks, TransH alignment, in-batch image-title InfoNCE,
+the mismatch head against three kinds of swapped covers (:mod:`encoders.negatives`) plus any
+no-click listings in the data, and a supervised contrastive loss on the covers' appearance
+block (co-clicked covers close), whose whitening is fitted on the training features first.
+``validation_share`` carves a validation split out of the training products and reports on it
+instead of the test split, for choosing hyper-parameters. ``finetune_last_stage`` also trains
+the image trunk's last stage from cached body outputs. A checkpoint is written after every
+epoch, and the held-out report at the end.
 """
 
 from __future__ import annotations
