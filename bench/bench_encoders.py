@@ -141,6 +141,12 @@ def worker(profile: str, model_dir: Path, batches: list[int], seconds: float, th
                 lambda i=images, t=titles: encoder.encode(i, t), n, seconds
             ),
         }
+        if encoder.has_shared_space:
+            # The cover-vector head (appearance block + image adapter) on tower features.
+            features = encoder.image_features(images)
+            result["batches"][n]["cover_head_vectors_per_s"] = rate(
+                lambda f=features: encoder.project_image_features(f), n, seconds
+            )
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return result
 
@@ -201,6 +207,12 @@ def print_tables(results: list[dict]) -> None:
     for r in results:
         print(f"| {r['profile']} | {r['load_seconds']} | {r['peak_rss_mib']} |")
     for r in results:
+        for n, b in r["batches"].items():
+            if "cover_head_vectors_per_s" in b:
+                share = b["image_tower_images_per_s"] / b["cover_head_vectors_per_s"]
+                print(f"- {r['profile']}: cover-vector head at batch {n}: "
+                      f"{b['cover_head_vectors_per_s']:.0f} vectors/s, {100 * share:.2f} % of "
+                      "the image tower's time")  # fmt: skip
         best = max(b["encode_listings_per_s"] for b in r["batches"].values())
         decode = r["decode_images_per_s"]["1600x1200 draft 1 thread"]
         print(f"- {r['profile']}: best encode {best:.1f} listings/s; 1600x1200 JPEG decode "

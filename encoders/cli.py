@@ -49,8 +49,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Train on DATA (listings.jsonl + coclicks.csv + images, see docs/model.md). "
         "Both towers start pretrained and stay frozen: their features are computed once and "
         "cached under HOME/cache/features. The fusion learns from triplet (co-clicks), TransH "
-        "alignment, image-title contrastive and mismatch losses (three kinds of swapped "
-        "covers); --finetune-last-stage also trains the image trunk's last stage. Writes "
+        "alignment, image-title contrastive, mismatch (three kinds of swapped covers) and "
+        "cover-appearance (co-clicks) losses; --finetune-last-stage also trains the image "
+        "trunk's last stage; --validation-share reports on held-out training products. Writes "
         "OUT/checkpoint.pt after every epoch, then OUT/report.json and OUT/report.txt.",
         formatter_class=fmt,
     )
@@ -122,7 +123,7 @@ def _train_args(
     parser.add_argument(
         "--profile", choices=sorted(PROFILES), default="cpu", help="model profile (cpu)"
     )
-    parser.add_argument("--epochs", type=int, default=15, help="training epochs (15)")
+    parser.add_argument("--epochs", type=int, default=6, help="training epochs (6)")
     parser.add_argument("--batch-size", type=int, default=64, help="co-click pairs per step (64)")
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (2e-3)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
@@ -153,6 +154,14 @@ def _train_args(
         help="share of wrong covers in the catalogue the model serves; the mismatch score is "
         "calibrated to it (default: the data's no-click share, at least 0.02)",
     )
+    parser.add_argument(
+        "--validation-share",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="hold out this share of the training products as a validation split and report "
+        "on it instead of the test split (to choose hyper-parameters; default 0: off)",
+    )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
 
 
@@ -174,6 +183,7 @@ def _train_config(args: argparse.Namespace) -> Any:
         finetune_last_stage=args.finetune_last_stage,
         image_size=args.image_size,
         mismatch_prior=getattr(args, "mismatch_prior", None),
+        validation_share=getattr(args, "validation_share", 0.0),
     )
 
 

@@ -13,7 +13,7 @@ import csv
 import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +57,26 @@ class MarketplaceData:
             [x.product for x in self.listings],
             self.pairs,
         )
+
+    def with_validation(self, share: float, seed: int) -> MarketplaceData:
+        """A copy with ``share`` of the train split's groups (product, else co-click component)
+        moved to a ``validation`` split, for choosing hyper-parameters without the test split.
+
+        Whole groups move, so no product has variants on both sides; co-click pairs that would
+        cross the two are dropped, as between train and test.
+        """
+        if not 0.0 < share < 1.0:
+            raise DataError("the validation share must be between 0 and 1", reason="bad_input")
+        train = self.indices("train")
+        group = self.meta().group
+        groups = np.unique(group[train])
+        chosen = np.random.default_rng(seed).permutation(groups)[: round(share * len(groups))]
+        moved = set(train[np.isin(group[train], chosen)].tolist())
+        listings = [
+            replace(x, split="validation") if i in moved else x for i, x in enumerate(self.listings)
+        ]
+        keep = [listings[a].split == listings[b].split for a, b in self.pairs]
+        return MarketplaceData(self.root, listings, self.pairs[np.asarray(keep, bool)])
 
     def pairs_in(self, split: str) -> np.ndarray:
         """Co-click pairs whose listings are both in ``split``."""

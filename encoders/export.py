@@ -146,10 +146,17 @@ def export_model(
             "mismatch head(delta, a_i*a_t)",
         },
         shared_space={
-            "dim": profile.hidden_dim,
+            "dim": towers.fusion.shared_dim,
             "image": "image_projection",
             "text": "text_projection",
             "similarity": "cosine (outputs are unit vectors)",
+            # Covers are [α s ; a] / √(1 + α²), text queries [0 ; a] (docs/model.md).
+            "appearance_dim": towers.fusion.appearance_dim,
+            "appearance_weight": (
+                round(float(towers.fusion.appearance_weight), 6)
+                if towers.fusion.appearance_dim
+                else 0.0
+            ),
         },
         training=training or {"trained": False},
     )

@@ -13,6 +13,13 @@ For a listing with image features ``f_i`` and text features ``f_t``:
 ``a_i`` and ``a_t`` are also the shared image/title space (trained with an in-batch contrastive
 loss, temperature ``exp(-logit_scale)``), exported as two projection graphs for query by photo
 and by text.
+
+With ``appearance_dim > 0`` the image side also has an *appearance* head ``s_i`` (PCA whitening
+of the features, fitted on the training covers, then a linear map trained so that co-clicked
+covers, e.g. colour variants of one product, are close). A cover's vector in the shared space
+is then ``[α s_i ; a_i] / √(1 + α²)`` and a text query's ``[0 ; a_t]``: text-to-cover cosines
+are those of ``a`` divided by a constant (same ranking), while photo-to-cover cosines weigh
+appearance ``α²`` to one against the title-aligned part.
 """
 
 from __future__ import annotations
@@ -36,7 +43,19 @@ def _mlp(cin: int, hidden: int, cout: int) -> nn.Sequential:
 class FusionModel(nn.Module):
     """Image + text features -> item embedding, TransH quantities and mismatch logit."""
 
-    def __init__(self, image_dim: int, text_dim: int, hidden_dim: int, embedding_dim: int) -> None:
+    feature_mean: torch.Tensor
+    whitening: torch.Tensor
+    appearance_weight: torch.Tensor
+    appearance: nn.Linear
+
+    def __init__(
+        self,
+        image_dim: int,
+        text_dim: int,
+        hidden_dim: int,
+        embedding_dim: int,
+        appearance_dim: int = 0,
+    ) -> None:
         super().__init__()
         self.image_adapter = _mlp(image_dim, hidden_dim, hidden_dim)
         self.text_adapter = _mlp(text_dim, hidden_dim, hidden_dim)
@@ -47,6 +66,62 @@ class FusionModel(nn.Module):
         # gives the head the cosine the contrastive loss trains, per dimension.
         self.mismatch_head = _mlp(2 * hidden_dim, hidden_dim, 1)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.appearance_dim = appearance_dim
+        if appearance_dim:
+            # PCA whitening of the unit-length frozen features, fitted on the training covers
+            # (buffers, so checkpoints and exports carry it), then a learned square map that
+            # starts as the identity: whitening alone already separates products better than
+            # the raw features, and training only has to refine it.
+            self.register_buffer("feature_mean", torch.zeros(image_dim))
+            self.register_buffer("whitening", torch.eye(image_dim, appearance_dim))
+            self.register_buffer("appearance_weight", torch.tensor(1.0))
+            self.appearance = nn.Linear(appearance_dim, appearance_dim, bias=False)
+            with torch.no_grad():
+                self.appearance.weight.copy_(torch.eye(appearance_dim))
+
+    def set_feature_statistics(self, features: torch.Tensor, power: float = 0.75) -> None:
+        """Fit the appearance head's whitening on these (training) features: centre the unit
+        vectors, project on the top principal axes, divide by singular value ** ``power``."""
+        if not self.appearance_dim:
+            return
+        with torch.no_grad():
+            unit = F.normalize(features.float(), dim=-1)
+            mean = unit.mean(0)
+            _, singular, axes = torch.linalg.svd(unit - mean, full_matrices=False)
+            k = min(self.appearance_dim, len(singular))
+            scale = singular[:k].clamp(min=1e-6 * float(singular[0])) ** power
+            whitening = torch.zeros_like(self.whitening)
+            whitening[:, :k] = axes[:k].T / scale
+            self.feature_mean.copy_(mean)
+            self.whitening.copy_(whitening)
+
+    def appearance_vector(self, image: torch.Tensor) -> torch.Tensor:
+        """``s_i``: unit vectors in which co-clicked covers are close (needs appearance_dim)."""
+        z = (F.normalize(image, dim=-1) - self.feature_mean) @ self.whitening
+        return F.normalize(self.appearance(z), dim=-1)
+
+    @property
+    def shared_dim(self) -> int:
+        """Width of the cover and query vectors of the shared space."""
+        last = self.image_adapter[-1]
+        assert isinstance(last, nn.Linear)
+        return self.appearance_dim + last.out_features
+
+    def cover_vector(self, image: torch.Tensor) -> torch.Tensor:
+        """A cover (or photo query) in the shared space: ``[α s_i ; a_i] / √(1 + α²)``."""
+        a_image = F.normalize(self.image_adapter(image), dim=-1)
+        if not self.appearance_dim:
+            return a_image
+        alpha = self.appearance_weight
+        both = torch.cat([alpha * self.appearance_vector(image), a_image], dim=-1)
+        return both / torch.sqrt(1.0 + alpha * alpha)
+
+    def text_query_vector(self, text: torch.Tensor) -> torch.Tensor:
+        """A title or text query in the shared space: ``[0 ; a_t]``."""
+        a_text = F.normalize(self.text_adapter(text), dim=-1)
+        if not self.appearance_dim:
+            return a_text
+        return torch.cat([a_text.new_zeros(a_text.shape[0], self.appearance_dim), a_text], -1)
 
     def unit_normal(self) -> torch.Tensor:
         """``w / ‖w‖``: the hyperplane normal is kept unit-length by construction."""
@@ -94,10 +169,10 @@ class ImageProjection(nn.Module):
 
     def __init__(self, fusion: FusionModel) -> None:
         super().__init__()
-        self.adapter = fusion.image_adapter
+        self.fusion = fusion
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.adapter(image), dim=-1)
+        return self.fusion.cover_vector(image)
 
 
 class TextProjection(nn.Module):
@@ -105,7 +180,7 @@ class TextProjection(nn.Module):
 
     def __init__(self, fusion: FusionModel) -> None:
         super().__init__()
-        self.adapter = fusion.text_adapter
+        self.fusion = fusion
 
     def forward(self, text: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.adapter(text), dim=-1)
+        return self.fusion.text_query_vector(text)

@@ -1,4 +1,4 @@
-"""The four training losses (formulas in ``docs/model.md``)."""
+"""The five training losses (formulas in ``docs/model.md``)."""
 
 from __future__ import annotations
 
@@ -70,3 +70,22 @@ def contrastive_loss(
     logits = logits.masked_fill(same & ~eye, float("-inf"))
     target = torch.arange(len(logits), device=logits.device)
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def appearance_loss(vectors: torch.Tensor, group: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Supervised contrastive loss: covers of one group (product, or co-click component) close.
+
+    ``vectors`` are unit appearance vectors, ``group[i]`` the group of row ``i``. For every row
+    with another row of its group in the batch, the mean over those positives of
+    ``-log softmax`` of the cosine over every other row, at ``temperature``.
+    """
+    n = vectors.shape[0]
+    eye = torch.eye(n, dtype=torch.bool, device=vectors.device)
+    positive = (group[:, None] == group[None, :]) & ~eye
+    has = positive.any(1)
+    if not bool(has.any()):
+        return vectors.sum() * 0.0
+    logits = (vectors @ vectors.T / temperature).masked_fill(eye, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    per_row = -(log_prob.masked_fill(~positive, 0.0)).sum(1)[has] / positive.sum(1)[has]
+    return per_row.mean()

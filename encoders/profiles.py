@@ -37,6 +37,9 @@ class Profile:
     embedding_dim: int  # item embedding written to Milvus
     max_title_tokens: int  # titles are truncated to this many tokens, [CLS]/[SEP] included
     backbone: str = "resnet"  # "resnet" or "efficientnet_lite0" (always ImageNet-pretrained)
+    #: Width of the co-click appearance head of the cover vectors (0: none; profiles stored
+    #: before it existed have none).
+    appearance_dim: int = 0
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -90,6 +93,7 @@ PROFILES: dict[str, Profile] = {
         hidden_dim=512,
         embedding_dim=256,
         max_title_tokens=64,
+        appearance_dim=256,
     ),
     "cpu": Profile(
         name="cpu",
@@ -101,6 +105,7 @@ PROFILES: dict[str, Profile] = {
         embedding_dim=256,
         max_title_tokens=48,
         backbone="efficientnet_lite0",
+        appearance_dim=256,
     ),
     "tiny": Profile(
         name="tiny",
@@ -111,6 +116,7 @@ PROFILES: dict[str, Profile] = {
         hidden_dim=48,
         embedding_dim=32,
         max_title_tokens=24,
+        appearance_dim=16,
     ),
 }
 

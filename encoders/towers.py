@@ -90,7 +90,11 @@ def build_towers(
     text = load_text_tower(text_dir)
     trunk, provenance = build_trunk(profile, image_weights, pretrained)
     fusion = FusionModel(
-        profile.image_feature_dim, text.feature_dim, profile.hidden_dim, profile.embedding_dim
+        profile.image_feature_dim,
+        text.feature_dim,
+        profile.hidden_dim,
+        profile.embedding_dim,
+        profile.appearance_dim,
     )
     return Towers(profile, trunk, text, fusion, text_dir / "tokenizer.json", provenance)
 

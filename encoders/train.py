@@ -2,11 +2,14 @@
 
 The recipe for real photos on a small CPU: both towers start pretrained and stay frozen, so
 their features are computed once and cached (:mod:`encoders.features`); the fusion is trained
-on top with four losses: triplet on co-clicks, TransH alignment, in-batch image-title InfoNCE
-and the mismatch head against three kinds of swapped covers (:mod:`encoders.negatives`) plus any
-no-click listings in the data. ``finetune_last_stage`` also trains the image trunk's last stage
-from cached body outputs. A checkpoint is written after every epoch, and the held-out report at
-the end.
+on top with five losses: triplet on co-clicks, TransH alignment, in-batch image-title InfoNCE,
+the mismatch head against three kinds of swapped covers (:mod:`encoders.negatives`) plus any
+no-click listings in the data, and a supervised contrastive loss on the covers' appearance
+block (co-clicked covers close), whose whitening is fitted on the training features first.
+``validation_share`` carves a validation split out of the training products and reports on it
+instead of the test split, for choosing hyper-parameters. ``finetune_last_stage`` also trains
+the image trunk's last stage from cached body outputs. A checkpoint is written after every
+epoch, and the held-out report at the end.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ class TrainConfig:
     """Hyper-parameters of one training run (stored in the checkpoint and the report)."""
 
     profile: str = "cpu"
-    epochs: int = 15
+    epochs: int = 6  # chosen on a validation split of the real-photo catalogue (docs/model.md)
     batch_size: int = 64  # co-click pairs per step; as many extra listings for the other losses
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -53,6 +56,12 @@ class TrainConfig:
     align_weight: float = 0.5
     mismatch_weight: float = 1.0
     contrastive_weight: float = 1.0
+    appearance_loss_weight: float = 1.0  # the co-click appearance head (profiles with one)
+    appearance_temperature: float = 0.1
+    appearance_lr_scale: float = 0.1  # the head starts from the whitening; it only refines it
+    #: α: weight of the appearance block against the title-aligned block in a cover's vector
+    #: (photo queries rank by α² s·s' + a·a'; text queries are unaffected).
+    appearance_alpha: float = 4.0
     seed: int = 0
     text_model: str | None = None  # Hugging Face-format directory; None: bundled MiniLM-L6
     image_weights: str | None = None  # state dict to start the image trunk from
@@ -63,6 +72,9 @@ class TrainConfig:
     #: model will serve: the mismatch score is calibrated to it. None: the training data's
     #: no-click share, at least MISMATCH_PRIOR_FLOOR.
     mismatch_prior: float | None = None
+    #: Share of the train split's product groups held out as a validation split; the report
+    #: then evaluates them instead of the test split (for choosing hyper-parameters). 0: off.
+    validation_share: float = 0.0
 
 
 #: Prior of a catalogue whose training data labels no listing no-click (e.g. every listing had
@@ -94,7 +106,8 @@ def run_profile(config: TrainConfig) -> Profile:
 
 def format_report(report: dict[str, Any]) -> str:
     """The short text table printed after training and saved as ``report.txt``."""
-    return format_evaluation(report["evaluation"])
+    split = report.get("evaluation_split", "test")
+    return f"on the {split} split\n" + format_evaluation(report["evaluation"])
 
 
 def save_checkpoint(path: Path, towers: Towers, config: TrainConfig, extra: dict[str, Any]) -> None:
@@ -129,12 +142,13 @@ def load_checkpoint(path: Path) -> tuple[Towers, dict[str, Any]]:
 
 
 def heldout(
-    data: MarketplaceData, image: np.ndarray, text: np.ndarray, test: np.ndarray
+    data: MarketplaceData, image: np.ndarray, text: np.ndarray, split: str = "test"
 ) -> HeldOut:
-    """The held-out listings' features, labels, co-click pairs and metadata, rows aligned."""
+    """The ``split`` listings' features, labels, co-click pairs and metadata, rows aligned."""
+    test = data.indices(split)
     position = {int(g): i for i, g in enumerate(test)}
     pairs = np.asarray(
-        [(position[int(a)], position[int(b)]) for a, b in data.pairs_in("test")], np.int64
+        [(position[int(a)], position[int(b)]) for a, b in data.pairs_in(split)], np.int64
     ).reshape(-1, 2)
     rows = [data.listings[int(i)] for i in test]
     meta = ListingMeta.build(
@@ -155,8 +169,8 @@ def torch_scorers(towers: Towers) -> tuple[Callable[..., Any], Callable[..., Any
 
     @torch.no_grad()
     def project(image: np.ndarray, text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        a_i, a_t = fusion.adapt(torch.from_numpy(image).float(), torch.from_numpy(text))
-        return a_i.numpy(), a_t.numpy()
+        covers = fusion.cover_vector(torch.from_numpy(image).float())
+        return covers.numpy(), fusion.text_query_vector(torch.from_numpy(text)).numpy()
 
     return fuse, project
 
@@ -262,6 +276,9 @@ def train(
     profile = run_profile(config)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = load_data(data_dir)
+    held_split = "test"
+    if config.validation_share:
+        data, held_split = data.with_validation(config.validation_share, config.seed), "validation"
     towers = build_towers(profile, config.text_model, config.image_weights)
     text_np = text_features(
         towers, [x.title for x in data.listings], cache_dir=cache_dir, progress=progress
@@ -275,7 +292,18 @@ def train(
     meta = data.meta()
     batches = _Batches(data, meta, rng)
     clicked = torch.from_numpy(batches.clicked)
-    groups = [{"params": list(towers.fusion.parameters()), "lr": config.lr}]
+    head = towers.fusion.appearance if towers.fusion.appearance_dim else None
+    head_ids = {id(p) for p in head.parameters()} if head is not None else set()
+    groups = [
+        {
+            "params": [p for p in towers.fusion.parameters() if id(p) not in head_ids],
+            "lr": config.lr,
+        }
+    ]
+    if head is not None:
+        groups.append(
+            {"params": list(head.parameters()), "lr": config.lr * config.appearance_lr_scale}
+        )
     tail_params: list[torch.nn.Parameter] = []
     if config.finetune_last_stage:
         tail_params = [p for m in towers.trunk.tail_modules() for p in m.parameters()]
@@ -300,13 +328,21 @@ def train(
         towers.trunk.eval()
         return towers.trunk.tail(rows.float())
 
+    fusion = towers.fusion
+    if fusion.appearance_dim:
+        with torch.no_grad():
+            chunks = [batches.train[i : i + 512] for i in range(0, len(batches.train), 512)]
+            fusion.set_feature_statistics(torch.cat([pooled(c).float() for c in chunks]))
+            fusion.appearance_weight.fill_(config.appearance_alpha)
+    group = torch.from_numpy(meta.group)
+
     # Steps on cached features are small matrix products: extra threads only add
     # synchronisation (measured 7x slower with 2 threads than 1 on a busy 2-core machine).
     threads = torch.get_num_threads()
     if not config.finetune_last_stage:
         torch.set_num_threads(1)
     history: list[dict[str, Any]] = []
-    names = ("loss", "triplet", "align", "contrastive", "mismatch")
+    names = ("loss", "triplet", "align", "contrastive", "mismatch", "appearance")
     mismatch_rows = mismatch_positives = 0
     try:
         for epoch in range(config.epochs):
@@ -322,7 +358,8 @@ def train(
                 anchors, positives, extra = s["anchors"], s["positives"], s["extra"]
                 swap_t, swap_c, labelled = s["swap_titles"], s["swap_covers"], s["labelled"]
                 idx = np.concatenate([anchors, positives, extra, labelled])
-                emb, logit, a_img, a_txt = towers.fusion(pooled(idx), text[torch.from_numpy(idx)])
+                features = pooled(idx)
+                emb, logit, a_img, a_txt = towers.fusion(features, text[torch.from_numpy(idx)])
                 same = torch.tensor(
                     [
                         [
@@ -364,6 +401,15 @@ def train(
                     ]
                 )
                 l_mismatch = losses.mismatch_loss(mismatch_logits, mismatch_labels)
+                l_appearance = (
+                    losses.appearance_loss(
+                        fusion.appearance_vector(features[: 3 * b]),
+                        group[torch.from_numpy(idx[: 3 * b])],
+                        config.appearance_temperature,
+                    )
+                    if fusion.appearance_dim
+                    else l_mismatch * 0.0
+                )
                 mismatch_rows += len(mismatch_labels)
                 mismatch_positives += int(mismatch_labels.sum())
                 loss = (
@@ -371,12 +417,13 @@ def train(
                     + config.align_weight * l_align
                     + config.contrastive_weight * l_contrastive
                     + config.mismatch_weight * l_mismatch
+                    + config.appearance_loss_weight * l_appearance
                 )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 schedule.step()
-                parts = (loss, l_triplet, l_align, l_contrastive, l_mismatch)
+                parts = (loss, l_triplet, l_align, l_contrastive, l_mismatch, l_appearance)
                 sums += [p.item() for p in parts]
                 bar.set_postfix(loss=f"{loss.item():.3f}", mismatch=f"{l_mismatch.item():.3f}")
             means = dict(zip(names, (sums / steps_per_epoch).round(4).tolist(), strict=True))
@@ -386,7 +433,7 @@ def train(
     finally:
         torch.set_num_threads(threads)
     calibration = _calibrate_mismatch(towers, config, batches, mismatch_positives, mismatch_rows)
-    test = data.indices("test")
+    test = data.indices(held_split)
     with torch.no_grad():
         test_image = (
             np.concatenate([pooled(test[s : s + 256]).numpy() for s in range(0, len(test), 256)])
@@ -396,7 +443,7 @@ def train(
     full_image = np.zeros((len(data.listings), test_image.shape[1]), np.float32)
     full_image[test] = test_image
     fuse, project = torch_scorers(towers)
-    held = heldout(data, full_image, text_np, test)
+    held = heldout(data, full_image, text_np, held_split)
     evaluation = evaluate_heldout(held, fuse, project, seed=config.seed)
     report = {
         "config": asdict(config),
@@ -407,11 +454,13 @@ def train(
             "listings": len(data.listings),
             "train_listings": len(batches.train),
             "train_coclick_pairs": len(batches.pairs),
+            "heldout_listings": len(test),
             "negative_kinds": list(meta.available_kinds()),
         },
         "history": history,
         "mismatch_calibration": calibration,
         "evaluation": evaluation,
+        "evaluation_split": held_split,
         "features_seconds": round(features_seconds, 1),
         "train_seconds": round(time.monotonic() - started, 1),
     }

@@ -45,7 +45,7 @@ def test_synth_train_build_serve(tmp_path: Path, tiny_bert_dir: Path, capsys) ->
     assert _run("train", "--data", str(data), "--out", str(run), *common) == 0
     report = json.loads((run / "report.json").read_text())
     assert set(report["evaluation"]["recall_at_10"]) == {
-        "multimodal", "text_only", "image_only", "text_shared", "image_shared"
+        "multimodal", "text_only", "image_only", "image_features", "text_shared"
     }  # fmt: skip
     auc = report["evaluation"]["mismatch_roc_auc"]
     assert set(auc) == {"other_category", "same_category", "labelled"}

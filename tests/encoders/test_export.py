@@ -70,3 +70,17 @@ def test_long_and_odd_batches_run(tiny_model) -> None:
     titles = ["word " * 200, "x", "y"]  # the first is truncated to max_title_tokens
     result = encoder.encode(np.zeros((3, 3, s, s), np.float32), titles)
     assert np.isfinite(result.embeddings).all()
+
+
+def test_shared_space_vectors_have_the_width_the_manifest_declares(tiny_model) -> None:
+    from encoders.runtime import Encoder
+
+    encoder = Encoder.load(tiny_model.directory)
+    s = encoder.image_spec.size
+    covers = encoder.image_embedding(np.random.default_rng(0).normal(size=(2, 3, s, s)))
+    queries = encoder.text_embedding(["red leather handbag"])
+    dim = encoder.manifest.shared_space["dim"]
+    assert covers.shape == (2, dim) and queries.shape == (1, dim)
+    appearance = encoder.manifest.shared_space["appearance_dim"]
+    # A text query carries nothing in the appearance block.
+    assert appearance > 0 and np.all(queries[:, :appearance] == 0)

@@ -58,3 +58,59 @@ def test_alignment_prefers_own_title_and_mismatch_loss_is_bce() -> None:
     logit = torch.tensor([10.0, -10.0])
     assert losses.mismatch_loss(logit, torch.tensor([True, False])).item() < 1e-3
     assert losses.mismatch_loss(logit, torch.tensor([False, True])).item() > 5
+
+
+def test_cover_vectors_rank_titles_like_the_adapters_and_mix_appearance_for_photos() -> None:
+    torch.manual_seed(0)
+    fusion = FusionModel(12, 10, 8, 6, appearance_dim=5)
+    fusion.set_feature_statistics(torch.randn(50, 12) * 3 + 1)
+    with torch.no_grad():
+        fusion.appearance.weight.add_(0.1 * torch.randn(5, 5))
+    with torch.no_grad():
+        fusion.appearance_weight.fill_(2.0)
+    image, text = torch.randn(7, 12), torch.randn(4, 10)
+    covers, queries = fusion.cover_vector(image), fusion.text_query_vector(text)
+    assert covers.shape == (7, 13) == (7, fusion.shared_dim) and queries.shape == (4, 13)
+    torch.testing.assert_close(covers.norm(dim=1), torch.ones(7))
+    torch.testing.assert_close(queries.norm(dim=1), torch.ones(4))
+    a_image, a_text = fusion.adapt(image, text[:1].expand(7, -1))
+    # Text queries: the cosines of the title-aligned part over a constant, so the same ranking.
+    torch.testing.assert_close(queries[:1] @ covers.T, (a_text[:1] @ a_image.T) / 5**0.5)
+    # Photo queries: appearance weighs α² = 4 to one.
+    s = fusion.appearance_vector(image)
+    torch.testing.assert_close(covers @ covers.T, (4 * s @ s.T + a_image @ a_image.T) / 5)
+
+
+def test_without_an_appearance_head_cover_vectors_are_the_adapters_output() -> None:
+    torch.manual_seed(0)
+    fusion = FusionModel(12, 10, 8, 6)
+    image, text = torch.randn(3, 12), torch.randn(3, 10)
+    a_image, a_text = fusion.adapt(image, text)
+    torch.testing.assert_close(fusion.cover_vector(image), a_image)
+    torch.testing.assert_close(fusion.text_query_vector(text), a_text)
+    assert fusion.shared_dim == 8
+
+
+def test_appearance_loss_is_low_when_groups_cluster_and_zero_without_positives() -> None:
+    generator = torch.Generator().manual_seed(1)
+    centres = torch.nn.functional.normalize(torch.randn(4, 16, generator=generator), dim=1)
+    group = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    clustered = centres[group]
+    scattered = centres[torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])]
+    low = losses.appearance_loss(clustered, group, 0.1)
+    assert low < losses.appearance_loss(scattered, group, 0.1)
+    singles = losses.appearance_loss(clustered, torch.arange(8), 0.1)
+    assert singles.item() == 0.0
+
+
+def test_appearance_whitening_decorrelates_the_training_features() -> None:
+    torch.manual_seed(0)
+    fusion = FusionModel(12, 10, 8, 6, appearance_dim=5)
+    features = torch.randn(200, 12) @ torch.randn(12, 12) + 2.0
+    fusion.set_feature_statistics(features, power=1.0)
+    z = (torch.nn.functional.normalize(features, dim=-1) - fusion.feature_mean) @ fusion.whitening
+    torch.testing.assert_close(z.T @ z, torch.eye(5), atol=1e-4, rtol=0)
+    # The learned map starts as the identity, so the head starts as the whitening itself.
+    torch.testing.assert_close(
+        fusion.appearance_vector(features), torch.nn.functional.normalize(z, dim=-1)
+    )

@@ -22,7 +22,8 @@ def test_manifest_round_trips(tiny_model) -> None:
     }  # fmt: skip
     assert manifest.shared_space["image"] == "image_projection"
     assert manifest.shared_space["text"] == "text_projection"
-    assert manifest.shared_space["dim"] == 48
+    # The tiny profile: 16-d appearance block + 48-d title-aligned block.
+    assert manifest.shared_space["dim"] == 64 and manifest.shared_space["appearance_dim"] == 16
     for entry in manifest.files.values():
         assert sha256_file(tiny_model.directory / entry.path) == entry.sha256
 

@@ -103,3 +103,27 @@ def test_missing_files_and_images(tmp_path: Path) -> None:
     )
     with pytest.raises(DataError):
         load_images(data, ImageSpec(32, 36), progress=False)
+
+
+def test_validation_split_moves_whole_training_groups(tmp_path: Path) -> None:
+    listings = [
+        {"listing_id": f"x{i}", "title": "t", "image": "i.jpg", "clicked": True,
+         "split": "test" if i < 40 else "train", "product": f"p{i // 4}" if i < 160 else None}
+        for i in range(200)
+    ]  # fmt: skip
+    pairs = "".join(f"x{i},x{i + 1}\n" for i in range(0, 160, 2))
+    data = load_data(_write(tmp_path, listings, pairs))
+    valid = data.with_validation(0.25, seed=0)
+    assert [x.split for x in valid.listings[:40]] == ["test"] * 40  # the test split is untouched
+    moved = valid.indices("validation")
+    groups = data.meta().group
+    # Whole groups: 30 products + 40 singles in train, a quarter of them moved.
+    assert len(np.unique(groups[moved])) == round(0.25 * 70)
+    assert not set(groups[moved]) & set(groups[valid.indices("train")])
+    assert all(valid.listings[a].split == valid.listings[b].split for a, b in valid.pairs)
+    assert len(valid.pairs_in("validation")) > 0
+    again = data.with_validation(0.25, seed=0)
+    assert [x.split for x in again.listings] == [x.split for x in valid.listings]
+    with pytest.raises(DataError) as info:
+        data.with_validation(1.0, seed=0)
+    assert info.value.reason == "bad_input"

@@ -88,3 +88,25 @@ def test_training_calibrates_the_mismatch_head_to_the_data_or_a_given_prior(
         train(
             synth_data, tmp_path / "c", _config(tiny_bert_dir, mismatch_prior=1.5), progress=False
         )
+
+
+def test_validation_share_reports_on_training_products_never_the_test_split(
+    synth_data: Path, tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    from encoders.dataset import load_data
+
+    report = train(
+        synth_data, tmp_path / "v", _config(tiny_bert_dir, validation_share=0.3), progress=False
+    )
+    data = load_data(synth_data).with_validation(0.3, seed=0)
+    assert report["evaluation_split"] == "validation"
+    assert report["evaluation"]["test_listings"] == len(data.indices("validation"))
+    assert report["data"]["train_listings"] == len(data.indices("train"))
+    assert "on the validation split" in (tmp_path / "v" / "report.txt").read_text()
+    # The appearance head was trained and its statistics set from the training features.
+    towers, _ = load_checkpoint(tmp_path / "v" / "checkpoint.pt")
+    assert towers.fusion.appearance_dim > 0
+    whitening = towers.fusion.whitening
+    assert not torch.equal(whitening, torch.eye(*whitening.shape))
+    assert towers.fusion.appearance_weight.item() == TrainConfig().appearance_alpha
+    assert report["history"][0]["appearance"] > 0
