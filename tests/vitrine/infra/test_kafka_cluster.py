@@ -105,6 +105,8 @@ def test_a_broker_killed_mid_stream_loses_nothing(
         topic_dlq=f"{unique_name}.dlq",
         topic_recall_requests=f"{unique_name}.rr",
         topic_recall_replies=f"{unique_name}.rp",
+        topic_state=f"{unique_name}.state",
+        topic_control=f"{unique_name}.control",
         topic_partitions=2,
         app_id=f"{unique_name}-embedder",
         model_dir=model_dir,
@@ -139,6 +141,7 @@ def test_a_broker_killed_mid_stream_loses_nothing(
                 "milvus_collection",
                 "topic_recall_requests",
                 "topic_recall_replies",
+                "topic_control",
             )
         },
         recall_group_id=f"{unique_name}-recall",
