@@ -300,12 +300,7 @@ def main() -> int:
     name = f"bench_{uuid.uuid4().hex[:8]}"
     settings = load(
         VitrineSettings,
-        milvus_collection=name,
-        topic_events=f"{name}.events",
-        topic_embedded=f"{name}.embedded",
-        topic_dlq=f"{name}.dlq",
-        topic_recall_requests=f"{name}.rr",
-        topic_recall_replies=f"{name}.rp",
+        **VitrineSettings.names_for(name),
     )
     ensure_topics(settings)
     preloaded = preload_collection(settings, model_dir, args.preload) if args.preload else {}
@@ -319,10 +314,9 @@ def main() -> int:
     env = dict(os.environ)
     env.update(
         {
-            "VITRINE_MILVUS_COLLECTION": name,
-            "VITRINE_TOPIC_EVENTS": settings.topic_events,
-            "VITRINE_TOPIC_EMBEDDED": settings.topic_embedded,
-            "VITRINE_TOPIC_DLQ": settings.topic_dlq,
+            # Every topic its own, the state topic too: bench listings never reach the real
+            # catalogue's state.
+            **{f"VITRINE_{k.upper()}": v for k, v in VitrineSettings.names_for(name).items()},
             "VITRINE_APP_ID": f"{name}-embedder",
             "VITRINE_MODEL_DIR": str(model_dir),
             "VITRINE_ALLOW_LOOPBACK_IMAGES": "true",

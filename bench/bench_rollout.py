@@ -141,14 +141,7 @@ def main() -> int:
     model_dir = args.model_dir or model_dir_for(args.profile, base.home)
     settings = load(
         RolloutSettings,
-        milvus_collection=name,
-        topic_events=f"{name}.events",
-        topic_embedded=f"{name}.embedded",
-        topic_dlq=f"{name}.dlq",
-        topic_recall_requests=f"{name}.rr",
-        topic_recall_replies=f"{name}.rp",
-        topic_state=f"{name}.state",
-        topic_control=f"{name}.control",
+        **RolloutSettings.names_for(name),
         app_id=f"{name}-embedder",
         model_dir=model_dir,
         allow_loopback_images=True,

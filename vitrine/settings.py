@@ -277,6 +277,14 @@ class VitrineSettings(BaseSettings):
         """The Milvus URI to connect to."""
         return self.milvus_uri or f"http://127.0.0.1:{self.milvus_port}"
 
+    @classmethod
+    def names_for(cls, prefix: str) -> dict[str, str]:
+        """A collection and every topic named after ``prefix``: the settings of a deployment (a
+        test, a benchmark, a staging copy) that shares a broker and a Milvus with others but
+        not their data. Covers every topic role, so a role added later is never shared."""
+        topics = {field: f"{prefix}.{field.removeprefix('topic_')}" for field in cls.topic_fields}
+        return {"milvus_collection": prefix, **topics}
+
     @property
     def topics(self) -> dict[str, str]:
         """Logical role -> topic name."""

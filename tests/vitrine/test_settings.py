@@ -130,3 +130,13 @@ def test_milvus_kind_is_lite_or_server(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VITRINE_MILVUS_KIND", "docker")
     with pytest.raises(ConfigError, match="VITRINE_MILVUS_KIND"):
         load(InfraSettings)
+
+
+def test_names_for_gives_every_topic_and_the_collection_a_name_of_its_own() -> None:
+    names = InfraSettings.names_for("t_abc")
+    settings = load(InfraSettings, **names)
+    defaults = load(InfraSettings)
+    assert settings.milvus_collection == "t_abc"
+    for role, topic in settings.topics.items():
+        assert topic.startswith("t_abc.") and topic != defaults.topics[role]
+    assert len(set(settings.topics.values())) == len(settings.topics)
