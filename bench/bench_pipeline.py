@@ -154,13 +154,24 @@ def reference(
     return result
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        tasks = Path(f"/proc/{pid}/task").iterdir()
+        found = [Path(t, "children").read_text().split() for t in tasks]
+    except OSError:
+        return []
+    return [int(child) for listed in found for child in listed]
+
+
 def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of a process so far (Linux /proc), None if unreadable."""
+    """User + system CPU seconds so far of a process and its live descendants (the embedder's
+    towers run in a child process), Linux /proc; None if unreadable."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(child) or 0.0 for child in _children(pid))
 
 
 class CpuMeter:

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -75,6 +76,21 @@ def _open_session(
         return ort.InferenceSession(str(path), sess_options=options, providers=[CPU])
     except Exception as exc:
         raise ModelError(f"cannot load {path.name}: {exc}", reason="session_failed") from exc
+
+
+class BatchEncoder(Protocol):
+    """What the embedder and the rollout job need of a model: an :class:`Encoder` here, or
+    :class:`~encoders.process.EncoderProcess` in a child process."""
+
+    manifest: Manifest
+    image_spec: ImageSpec
+
+    @property
+    def has_shared_space(self) -> bool: ...
+
+    def encode(self, images: np.ndarray, titles: Sequence[str]) -> EncodeResult: ...
+
+    def close(self) -> None: ...
 
 
 class Encoder:
@@ -198,6 +214,9 @@ class Encoder:
             },
         )
         return EncodeResult(embeddings.astype(np.float32), mismatch.astype(np.float32))
+
+    def close(self) -> None:
+        """Nothing to release: the sessions go with the object."""
 
     def encode(self, images: np.ndarray, titles: Sequence[str]) -> EncodeResult:
         """One batch of N listings -> embeddings ``[N, D]`` and mismatch ``[N]``."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -24,7 +25,8 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from encoders.runtime import Encoder
+from encoders.process import open_encoder
+from encoders.runtime import BatchEncoder
 from streams import metrics
 from streams.executor import BlockingRunner
 from streams.fetch import ImageFetcher
@@ -83,7 +85,7 @@ def build_app(settings: EmbedderSettings) -> faust.App:
 class Embedder:
     """Loads the model, opens Milvus and runs the faust app until stopped."""
 
-    def __init__(self, settings: EmbedderSettings, encoder: Encoder | None = None) -> None:
+    def __init__(self, settings: EmbedderSettings, encoder: BatchEncoder | None = None) -> None:
         self.settings = settings
         self.encoder = encoder
         self.ledger = OffsetLedger()
@@ -179,9 +181,16 @@ class Embedder:
         self._max_events = max_events
         metrics.serve(settings.metrics_port)  # first: a taken port fails before anything opens
         runner = BlockingRunner(settings.encode_threads)
+        owned = self.encoder is None
         if self.encoder is None:
             self.encoder = await runner.run_model(
-                Encoder.load, settings.resolved_model_dir, intra_op_threads=settings.ort_threads
+                functools.partial(
+                    open_encoder,
+                    settings.resolved_model_dir,
+                    own_process=settings.encode_process,
+                    intra_op_threads=settings.ort_threads,
+                    capacity=settings.batch_size,
+                )
             )
         encoder = self.encoder
         metrics.MODEL.labels(model_version=encoder.manifest.model_version).set(1)
@@ -278,6 +287,8 @@ class Embedder:
                 await asyncio.wait_for(app.stop(), 20)
             await fetcher.close()
             runner.close()
+            if owned:
+                encoder.close()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             raise
@@ -315,6 +326,8 @@ class Embedder:
                 log.warning("faust did not stop within 20 s; exiting anyway")
             await fetcher.close()
             runner.close()
+            if owned:
+                encoder.close()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
         return 0

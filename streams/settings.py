@@ -70,6 +70,11 @@ class EmbedderSettings(VitrineSettings):
         description="ONNX Runtime intra-op threads per session. Unset: half the cores (at least "
         "1), so image decoding in the executor overlaps the towers instead of competing.",
     )
+    encode_process: bool = Field(
+        default=True,
+        description="Run the towers in a child process: in this one they wait for the GIL "
+        "behind the event loop's Kafka, HTTP and Milvus calls (docs/benchmarks-pipeline.md).",
+    )
     commit_interval_s: float = Field(
         default=0.5, gt=0, le=60, description="Longest time finished offsets wait to commit."
     )

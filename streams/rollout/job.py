@@ -36,7 +36,8 @@ import numpy as np
 
 from encoders.errors import EncoderError, ImageError
 from encoders.preprocess import preprocess_image
-from encoders.runtime import Encoder
+from encoders.process import open_encoder
+from encoders.runtime import BatchEncoder
 from schemas import CatalogueEntry, ContractError, RolloutRecord, decode_catalogue_entry
 from streams.errors import FetchError
 from streams.executor import BlockingRunner
@@ -106,7 +107,7 @@ class RolloutJob:
         self,
         settings: RolloutSettings,
         rollout: RolloutRecord,
-        encoder: Encoder | None = None,
+        encoder: BatchEncoder | None = None,
         report: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
@@ -133,10 +134,20 @@ class RolloutJob:
         towers = BlockingRunner(1, name="vitrine-rollout-encode")
         milvus = BlockingRunner(2, name="vitrine-rollout-milvus")
         kafka = BlockingRunner(1, name="vitrine-rollout-kafka")  # the consumer is not threadsafe
+        owned = self.encoder is None
         if self.encoder is None:
-            self.encoder = await towers.run(Encoder.load, rollout.model_dir)
+            self.encoder = await towers.run(
+                functools.partial(
+                    open_encoder,
+                    rollout.model_dir,
+                    own_process=settings.encode_process,
+                    capacity=min(settings.rollout_batch_size, 64),
+                )
+            )
         encoder = self.encoder
         if encoder.manifest.model_version != rollout.candidate_model_version:
+            if owned:
+                encoder.close()
             raise ValueError(
                 f"{rollout.model_dir} holds model {encoder.manifest.model_version}, the rollout "
                 f"is for {rollout.candidate_model_version}"
@@ -184,6 +195,8 @@ class RolloutJob:
             await kafka.run(tail.close)
             for pool in (kafka, runner, towers, milvus):
                 pool.close()
+            if owned:
+                encoder.close()
             with contextlib.suppress(Exception):
                 client.close()
         self.summary.seconds = time.monotonic() - started
@@ -295,11 +308,48 @@ class RolloutJob:
         client: Any,
         queue: asyncio.Queue[_Batch | None],
     ) -> None:
+        # The next batch's encode call is queued on the towers' thread while this one's rows
+        # are written and committed: the towers start it the moment they finish.
+        calls: asyncio.Queue[tuple[_Batch, asyncio.Task[list[dict[str, Any]]]] | None] = (
+            asyncio.Queue()
+        )
+        slots = asyncio.Semaphore(2)
+
+        async def encode_ahead() -> None:
+            while True:
+                batch = await queue.get()
+                if batch is None:
+                    calls.put_nowait(None)
+                    return
+                await slots.acquire()
+                calls.put_nowait((batch, asyncio.create_task(self._encode(batch, towers))))
+
+        ahead = asyncio.create_task(encode_ahead())
+        try:
+            await self._write_encoded(tail, kafka, milvus, client, calls, slots)
+        finally:
+            ahead.cancel()
+            while not calls.empty():
+                call = calls.get_nowait()
+                if call is not None:
+                    call[1].cancel()
+
+    async def _write_encoded(
+        self,
+        tail: StateTail,
+        kafka: BlockingRunner,
+        milvus: BlockingRunner,
+        client: Any,
+        calls: asyncio.Queue[tuple[_Batch, asyncio.Task[list[dict[str, Any]]]] | None],
+        slots: asyncio.Semaphore,
+    ) -> None:
         while True:
-            batch = await queue.get()
-            if batch is None:
+            call = await calls.get()
+            if call is None:
                 return
-            rows = await self._encode(batch, towers)
+            batch, encoding = call
+            rows = await encoding
+            slots.release()
             started = time.perf_counter()
             name, deletes = self.rollout.candidate_collection, batch.deletes
             if deletes:
