@@ -141,6 +141,7 @@ class RolloutJob:
                     open_encoder,
                     rollout.model_dir,
                     own_process=settings.encode_process,
+                    intra_op_threads=settings.ort_threads,
                     capacity=min(settings.rollout_batch_size, 64),
                 )
             )

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from schemas import ContractError, DeadLetter, decode_listing_event
 from tests.streams.harness import ImageServer, bomb, encode_json, listing_event, png
@@ -181,16 +181,35 @@ def milvus_rows(settings: Any) -> list[dict[str, Any]]:
     return rows
 
 
+_COORDINATOR_MOVING = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+}
+
+
 def committed(settings: Any, partitions: int) -> dict[int, int]:
     """The consumer group's committed offset per source partition (-1001 = none)."""
     consumer = Consumer(
         {"bootstrap.servers": settings.bootstrap_servers, "group.id": settings.app_id}
     )
+    wanted = [TopicPartition(settings.topic_events, p) for p in range(partitions)]
+    deadline = time.monotonic() + 60
     try:
-        tps = consumer.committed(
-            [TopicPartition(settings.topic_events, p) for p in range(partitions)], timeout=10
-        )
-        return {tp.partition: tp.offset for tp in tps}
+        while True:
+            try:
+                tps = consumer.committed(wanted, timeout=10)
+                return {tp.partition: tp.offset for tp in tps}
+            except KafkaException as exc:
+                # The group's coordinator moves or loads (a broker restarted, a busy cluster):
+                # retriable, as the client library itself would treat it.
+                error = exc.args[0]
+                moving = error.retriable() or error.code() in _COORDINATOR_MOVING
+                if not moving or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
     finally:
         consumer.close()
 
