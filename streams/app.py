@@ -28,6 +28,7 @@ from encoders.runtime import Encoder
 from streams import metrics
 from streams.executor import BlockingRunner
 from streams.fetch import ImageFetcher
+from streams.follow import StreamFollower, replica_client_id
 from streams.kafka import FaustConsumer, Key
 from streams.ledger import OffsetLedger
 from streams.ownership import Ownership
@@ -59,10 +60,12 @@ class FaustSender:
         return await self._app.producer.send(topic, key, value, None, None, headers)
 
 
-def build_app(settings: EmbedderSettings) -> faust.App:
-    """The faust app with the embedder's configuration (aiokafka transport, memory store)."""
+def build_app(settings: EmbedderSettings, client_id: str | None = None) -> faust.App:
+    """The faust app with the embedder's configuration (aiokafka transport, memory store);
+    ``client_id``: the Kafka client.id a describe of the group shows for this replica."""
     return faust.App(
         settings.app_id,
+        broker_client_id=client_id or settings.app_id,
         # faust creates its data directory on first start; keep it with Vitrine's state, not
         # in the working directory (read-only in the service image).
         datadir=str(settings.home / "faust" / settings.app_id),
@@ -179,12 +182,13 @@ class Embedder:
         self._max_events = max_events
         metrics.serve(settings.metrics_port)  # first: a taken port fails before anything opens
         runner = BlockingRunner(settings.encode_threads)
+        follower = StreamFollower(settings, replica_client_id(settings))
+        settings = self.settings = await follower.start()  # the stream record over the env
         if self.encoder is None:
             self.encoder = await runner.run_model(
                 Encoder.load, settings.resolved_model_dir, intra_op_threads=settings.ort_threads
             )
         encoder = self.encoder
-        metrics.MODEL.labels(model_version=encoder.manifest.model_version).set(1)
         shared_dim = encoder.manifest.shared_space.get("dim") if encoder.has_shared_space else None
         sink = MilvusSink.for_settings(
             settings, encoder.manifest.embedding_dim, runner, shared_dim=shared_dim
@@ -192,7 +196,7 @@ class Embedder:
         await sink.open()
         fetcher = ImageFetcher(settings)
         (settings.home / "faust").mkdir(parents=True, exist_ok=True)  # faust's mkdir has no parents
-        app = self.app = build_app(settings)
+        app = self.app = build_app(settings, follower.client_id)
         self.kafka = FaustConsumer(app)
         source = settings.topic_events
         topic = app.topic(
@@ -226,6 +230,7 @@ class Embedder:
             on_batch_done=self._after_batch,
             ownership=ownership,
         )
+        follower.attach(pipeline, sink, runner)
 
         @app.agent(topic, concurrency=1)
         async def intake(stream: Any) -> None:
@@ -284,6 +289,7 @@ class Embedder:
         work = asyncio.create_task(pipeline.run(), name="embedder-pipeline")
         ticker = asyncio.create_task(self._tick(), name="embedder-commits")
         lag = asyncio.create_task(self._watch_lag(), name="embedder-lag")
+        follow = asyncio.create_task(follower.run(), name="embedder-stream")
         stopper = asyncio.create_task(self._stop.wait())
         try:
             done, _ = await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -291,7 +297,8 @@ class Embedder:
                 work.result()  # a crashed stage: raise it
         finally:
             sink.stopping = True
-            for task in (ticker, lag, stopper):
+            follower.stopping()
+            for task in (ticker, lag, stopper, follow):
                 task.cancel()
             if not work.done():
                 # faust skips the revocation signal once stopping, so fence here: the batch
@@ -300,7 +307,8 @@ class Embedder:
                     await asyncio.wait_for(pipeline.fence(ownership.held()), 60)
             work.cancel()
             # A call on faust's consumer thread may ignore cancellation; do not wait forever.
-            await asyncio.wait({work, ticker, lag, stopper}, timeout=10)
+            await asyncio.wait({work, ticker, lag, stopper, follow}, timeout=10)
+            await follower.close()
             for _attempt in range(3):
                 try:
                     await self.commit()  # finished batches only; abandoned ones are not in it

@@ -106,6 +106,11 @@ class Pipeline:
         self._intake: asyncio.Queue[SourceRecord] = asyncio.Queue(settings.batch_size * 2)
         self._prepared: asyncio.Queue[list[Prepared]] = asyncio.Queue(depth)
         self._encoded: asyncio.Queue[list[Ready]] = asyncio.Queue(depth)
+        # A model hand-over (streams/follow.py) closes the gate at a batch boundary.
+        self._forming = asyncio.Event()
+        self._forming.set()
+        self._batches_formed = 0
+        self._batches_done = 0
 
     @property
     def finished(self) -> int:
@@ -142,6 +147,30 @@ class Pipeline:
         for topic, partition in partitions:
             self.ledger.forget(topic, partition)
 
+    # -- model hand-over (streams/follow.py) ---------------------------------------------------
+
+    async def hold(self) -> None:
+        """Stop forming batches; returns once every batch formed went through the checkpoint
+        (durable, announced, offsets finished) or was abandoned."""
+        self._forming.clear()
+        while self._batches_done < self._batches_formed:
+            await asyncio.sleep(0.02)
+
+    def use_model(self, encoder: Encoder, sink: VectorSink) -> None:
+        """Encode with ``encoder`` and write into ``sink`` from the next batch on (between
+        :meth:`hold` and :meth:`resume`)."""
+        assert not self._forming.is_set() and self._batches_done == self._batches_formed
+        self.encoder = encoder
+        self.model_version = encoder.manifest.model_version
+        self.sink = sink
+        self.cache = ImageCache(self.settings.image_cache_entries)  # tensors of the old spec
+        self.checkpoint.model_version = self.model_version
+        self.checkpoint.sink = sink
+
+    def resume(self) -> None:
+        """Form batches again."""
+        self._forming.set()
+
     # -- running -----------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -167,6 +196,9 @@ class Pipeline:
     async def _prepare_loop(self) -> None:
         while True:
             records = await self._next_batch()
+            if not self._forming.is_set():
+                await self._forming.wait()  # a hand-over: this batch waits for the new model
+            self._batches_formed += 1
             metrics.BATCH_SIZE.observe(len(records))
             await self._prepared.put(await self.prepare(records))
 
@@ -195,6 +227,7 @@ class Pipeline:
         while True:
             batch = await self._encoded.get()
             await self.checkpoint.commit(batch)
+            self._batches_done += 1
             metrics.beat()  # progress
             if self.on_batch_done is not None:
                 await self.on_batch_done()
