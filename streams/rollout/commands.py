@@ -449,6 +449,16 @@ def status(settings: RolloutSettings) -> dict[str, Any]:
         "live": control.pointer.collection if control.pointer else settings.milvus_collection,
         "live_model_version": control.pointer.model_version if control.pointer else None,
     }
+    if control.stream is not None:
+        out["stream"] = {
+            "collection": control.stream.collection,
+            "model_version": control.stream.model_version,
+        }
+        out["embedders"] = {
+            ack.client_id: {"collection": ack.collection, "model_version": ack.model_version}
+            for ack in control.acks
+            if ack.app_id == settings.app_id
+        }
     if rollout is None:
         out["phase"] = None
         return out

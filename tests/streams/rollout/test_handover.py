@@ -143,9 +143,16 @@ def test_finish_hands_the_running_embedders_over(
             new_version,
         )
         assert metric(port, "vitrine_embedder_stream_switches_total", {"outcome": "switched"}) == 1
+        status = json.loads(vitrine(env, "status").stdout)
+        assert status["stream"] == {"collection": candidate, "model_version": new_version}
+        assert status["embedders"][follower_id]["collection"] == candidate
+        assert stubborn_id not in status["embedders"]  # it never follows, so never acknowledges
 
         # -- the stubborn replica leaves; finish succeeds ----------------------------------------
-        stream.paused.set()  # its partitions move while its last versions reach the candidate
+        # Its partitions move to the switched replica: with the stream paused until the job
+        # caught up, the rebalance window of docs/operations.md (the job writing an older
+        # version over a row the switched replica just wrote) cannot occur here.
+        stream.paused.set()
         stubborn.send_signal(signal.SIGTERM)
         assert stubborn.wait(60) == 0
         assert scenario.wait_drained(settings, settings.topic_partitions, 120)
