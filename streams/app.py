@@ -119,6 +119,9 @@ class Embedder:
                 metrics.COMMITS.inc()
             return accepted
 
+    def _use_encoder(self, encoder: Encoder) -> None:
+        self.encoder = encoder
+
     async def _resume_offset(self, key: Key) -> int:
         """Where the group resumes ``key``: its committed offset, else the log start."""
         assert self.kafka is not None
@@ -230,7 +233,8 @@ class Embedder:
             on_batch_done=self._after_batch,
             ownership=ownership,
         )
-        follower.attach(pipeline, sink, runner)
+        follower.attach(pipeline, sink, runner, on_switch=self._use_encoder)
+        del encoder  # the pipeline holds the model; a hand-over replaces it (and frees this one)
 
         @app.agent(topic, concurrency=1)
         async def intake(stream: Any) -> None:

@@ -121,6 +121,7 @@ class StreamFollower:
         self._acked: Writing | None = None
         self._retry_at = 0.0
         self._retry_s = self.retry_first_s
+        self._on_switch: Callable[[Encoder], None] | None = None
 
     # -- start ----------------------------------------------------------------------------------
 
@@ -170,9 +171,17 @@ class StreamFollower:
         self.settings = self._settings_for(stream)
         return self.settings
 
-    def attach(self, pipeline: Pipeline, sink: MilvusSink, runner: BlockingRunner) -> None:
-        """The running pipeline, its sink and executor: what a hand-over swaps."""
+    def attach(
+        self,
+        pipeline: Pipeline,
+        sink: MilvusSink,
+        runner: BlockingRunner,
+        on_switch: Callable[[Encoder], None] | None = None,
+    ) -> None:
+        """The running pipeline, its sink and executor: what a hand-over swaps (``on_switch``
+        is told the new model, so nothing keeps the old one loaded)."""
         self.pipeline, self.sink, self.runner = pipeline, sink, runner
+        self._on_switch = on_switch
         model = pipeline.model_version
         if self.stream is not None and self.stream.model_version != model:
             raise SwitchRefused(
@@ -246,8 +255,8 @@ class StreamFollower:
             self._refused(stream, exc)
             return
         paused = time.perf_counter()
-        await pipeline.hold()
         try:
+            await pipeline.hold()
             group = handover.catch_up_group(stream, self.rollout)
             if group is not None and not await self._job_caught_up(group):
                 raise SwitchRefused(
@@ -262,12 +271,15 @@ class StreamFollower:
         finally:
             pipeline.resume()
             metrics.STREAM_PAUSE.observe(time.perf_counter() - paused)
+        if self._on_switch is not None:
+            self._on_switch(encoder)
         old = self.writing
         self.settings = self._settings_for(stream)
         self.sink = sink
         self.writing = Writing(stream.collection, stream.model_version)
         self._retry_s = self.retry_first_s
-        metrics.MODEL.remove(old.collection, old.model_version)
+        with contextlib.suppress(KeyError):  # another follower in this process removed it
+            metrics.MODEL.remove(old.collection, old.model_version)
         metrics.MODEL.labels(collection=stream.collection, model_version=stream.model_version).set(
             1
         )

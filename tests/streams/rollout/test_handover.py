@@ -143,6 +143,9 @@ def test_finish_hands_the_running_embedders_over(
             new_version,
         )
         assert metric(port, "vitrine_embedder_stream_switches_total", {"outcome": "switched"}) == 1
+        pause = metric(port, "vitrine_embedder_stream_pause_seconds_sum", {})
+        assert pause is not None and pause > 0
+        print(f"hand-over: the replica formed no batches for {pause:.2f} s")  # shown with -s
         status = json.loads(vitrine(env, "status").stdout)
         assert status["stream"] == {"collection": candidate, "model_version": new_version}
         assert status["embedders"][follower_id]["collection"] == candidate
@@ -184,7 +187,7 @@ def test_finish_hands_the_running_embedders_over(
     follower.send_signal(signal.SIGTERM)
     assert follower.wait(60) == 0
     restarted = start_embedder(
-        embedder_env(settings, BATCH_SIZE="64", INSTANCE_ID="restarted"),
+        embedder_env(settings, BATCH_SIZE="64", INSTANCE_ID="restarted", LOG_LEVEL="INFO"),
         tmp_path / "restarted.log",
     )
     procs.append(restarted)
