@@ -22,18 +22,25 @@ from .fields import (
     SellerId,
     Timestamp,
 )
-from .registry import CATALOGUE_ENTRY, LIVE_POINTER, ROLLOUT_RECORD
+from .registry import CATALOGUE_ENTRY, LIVE_POINTER, ROLLOUT_RECORD, STREAM_ACK, STREAM_RECORD
 
 LISTINGS_STATE_TOPIC = "listings.state"
 CONTROL_TOPIC = "vitrine.control"
 #: Keys of the control topic.
 LIVE_KEY = b"live"
 ROLLOUT_KEY = b"rollout"
+STREAM_KEY = b"stream"
+#: Prefix of the embedder replicas' acknowledgements: ``stream-ack/<app_id>/<client_id>``.
+STREAM_ACK_PREFIX = b"stream-ack/"
 
 COLLECTION_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,254}$"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 MAX_PATH_CHARS = 4096
 MAX_OFFSET = limits.MAX_OFFSET
+
+GROUP_PATTERN = r"^[A-Za-z0-9._-]{1,249}$"
+APP_ID_PATTERN = r"^[A-Za-z0-9._-]{1,200}$"
+CLIENT_ID_PATTERN = r"^[A-Za-z0-9._-]{1,255}$"
 
 Collection = Annotated[str, Field(pattern=COLLECTION_PATTERN)]
 Path = Annotated[str, Field(min_length=1, max_length=MAX_PATH_CHARS)]
@@ -103,3 +110,32 @@ class RolloutRecord(ContractModel):
     state_end_offsets: Annotated[
         tuple[Annotated[int, Field(ge=0, le=MAX_OFFSET)], ...], Field(max_length=1024)
     ]
+
+
+class StreamRecord(ContractModel):
+    """The collection the embedders write and the model they write it with."""
+
+    contract = STREAM_RECORD
+
+    collection: Collection
+    model_version: ModelVersion
+    model_dir: Path
+    catch_up_group: Annotated[str, Field(pattern=GROUP_PATTERN)] | None = None
+    changed_at: Timestamp
+
+
+class StreamAck(ContractModel):
+    """One embedder replica writes ``collection`` with ``model_version``."""
+
+    contract = STREAM_ACK
+
+    app_id: Annotated[str, Field(pattern=APP_ID_PATTERN)]
+    client_id: Annotated[str, Field(pattern=CLIENT_ID_PATTERN)]
+    collection: Collection
+    model_version: ModelVersion
+    acked_at: Timestamp
+
+
+def stream_ack_key(app_id: str, client_id: str) -> bytes:
+    """The control-topic key of one replica's acknowledgement."""
+    return STREAM_ACK_PREFIX + f"{app_id}/{client_id}".encode()

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from .catalogue import CatalogueEntry, LivePointer, RolloutRecord
+from .catalogue import CatalogueEntry, LivePointer, RolloutRecord, StreamAck, StreamRecord
 from .embedded import EmbeddedEvent
 from .errors import ContractError, Reason
 from .fastcheck import Check, compile_check
@@ -180,3 +180,13 @@ def decode_live_pointer(data: bytes | None) -> LivePointer:
 def decode_rollout_record(data: bytes | None) -> RolloutRecord:
     """Decode the ``rollout`` record of the control topic."""
     return decode(data, RolloutRecord)
+
+
+def decode_stream_record(data: bytes | None) -> StreamRecord:
+    """Decode the ``stream`` record of the control topic."""
+    return decode(data, StreamRecord)
+
+
+def decode_stream_ack(data: bytes | None) -> StreamAck:
+    """Decode a ``stream-ack/...`` record of the control topic."""
+    return decode(data, StreamAck)

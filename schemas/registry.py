@@ -25,6 +25,8 @@ DEAD_LETTER_HEADERS = "dead_letter_headers"
 CATALOGUE_ENTRY = "catalogue_entry"
 LIVE_POINTER = "live_pointer"
 ROLLOUT_RECORD = "rollout_record"
+STREAM_RECORD = "stream_record"
+STREAM_ACK = "stream_ack"
 
 #: Versions a reader of this code accepts, per contract. During a migration to version N+1
 #: readers list both N and N+1 (and upgrade N payloads before building the model).
@@ -37,6 +39,8 @@ SUPPORTED_VERSIONS: dict[str, tuple[int, ...]] = {
     CATALOGUE_ENTRY: (1,),
     LIVE_POINTER: (1,),
     ROLLOUT_RECORD: (1,),
+    STREAM_RECORD: (1,),
+    STREAM_ACK: (1,),
 }
 CONTRACTS: tuple[str, ...] = tuple(SUPPORTED_VERSIONS)
 

@@ -30,6 +30,7 @@ from encoders.runtime import BatchEncoder
 from streams import metrics
 from streams.executor import BlockingRunner
 from streams.fetch import ImageFetcher
+from streams.follow import StreamFollower, replica_client_id
 from streams.kafka import FaustConsumer, Key
 from streams.ledger import OffsetLedger
 from streams.ownership import Ownership
@@ -61,10 +62,12 @@ class FaustSender:
         return await self._app.producer.send(topic, key, value, None, None, headers)
 
 
-def build_app(settings: EmbedderSettings) -> faust.App:
-    """The faust app with the embedder's configuration (aiokafka transport, memory store)."""
+def build_app(settings: EmbedderSettings, client_id: str | None = None) -> faust.App:
+    """The faust app with the embedder's configuration (aiokafka transport, memory store);
+    ``client_id``: the Kafka client.id a describe of the group shows for this replica."""
     return faust.App(
         settings.app_id,
+        broker_client_id=client_id or settings.app_id,
         # faust creates its data directory on first start; keep it with Vitrine's state, not
         # in the working directory (read-only in the service image).
         datadir=str(settings.home / "faust" / settings.app_id),
@@ -117,6 +120,9 @@ class Embedder:
             if accepted:
                 metrics.COMMITS.inc()
             return accepted
+
+    def _use_encoder(self, encoder: BatchEncoder) -> None:
+        self.encoder = encoder
 
     async def _resume_offset(self, key: Key) -> int:
         """Where the group resumes ``key``: its committed offset, else the log start."""
@@ -181,7 +187,9 @@ class Embedder:
         self._max_events = max_events
         metrics.serve(settings.metrics_port)  # first: a taken port fails before anything opens
         runner = BlockingRunner(settings.encode_threads)
-        owned = self.encoder is None
+        given = self.encoder  # a caller's model is the caller's to close
+        follower = StreamFollower(settings, replica_client_id(settings))
+        settings = self.settings = await follower.start()  # the stream record over the env
         if self.encoder is None:
             self.encoder = await runner.run_model(
                 functools.partial(
@@ -193,7 +201,6 @@ class Embedder:
                 )
             )
         encoder = self.encoder
-        metrics.MODEL.labels(model_version=encoder.manifest.model_version).set(1)
         shared_dim = encoder.manifest.shared_space.get("dim") if encoder.has_shared_space else None
         sink = MilvusSink.for_settings(
             settings, encoder.manifest.embedding_dim, runner, shared_dim=shared_dim
@@ -201,7 +208,7 @@ class Embedder:
         await sink.open()
         fetcher = ImageFetcher(settings)
         (settings.home / "faust").mkdir(parents=True, exist_ok=True)  # faust's mkdir has no parents
-        app = self.app = build_app(settings)
+        app = self.app = build_app(settings, follower.client_id)
         self.kafka = FaustConsumer(app)
         source = settings.topic_events
         topic = app.topic(
@@ -235,6 +242,8 @@ class Embedder:
             on_batch_done=self._after_batch,
             ownership=ownership,
         )
+        follower.attach(pipeline, sink, runner, on_switch=self._use_encoder)
+        del encoder  # the pipeline holds the model; a hand-over replaces it (and frees this one)
 
         @app.agent(topic, concurrency=1)
         async def intake(stream: Any) -> None:
@@ -287,14 +296,15 @@ class Embedder:
                 await asyncio.wait_for(app.stop(), 20)
             await fetcher.close()
             runner.close()
-            if owned:
-                encoder.close()
+            if pipeline.encoder is not given:
+                pipeline.encoder.close()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             raise
         work = asyncio.create_task(pipeline.run(), name="embedder-pipeline")
         ticker = asyncio.create_task(self._tick(), name="embedder-commits")
         lag = asyncio.create_task(self._watch_lag(), name="embedder-lag")
+        follow = asyncio.create_task(follower.run(), name="embedder-stream")
         stopper = asyncio.create_task(self._stop.wait())
         try:
             done, _ = await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -302,7 +312,8 @@ class Embedder:
                 work.result()  # a crashed stage: raise it
         finally:
             sink.stopping = True
-            for task in (ticker, lag, stopper):
+            follower.stopping()
+            for task in (ticker, lag, stopper, follow):
                 task.cancel()
             if not work.done():
                 # faust skips the revocation signal once stopping, so fence here: the batch
@@ -311,7 +322,8 @@ class Embedder:
                     await asyncio.wait_for(pipeline.fence(ownership.held()), 60)
             work.cancel()
             # A call on faust's consumer thread may ignore cancellation; do not wait forever.
-            await asyncio.wait({work, ticker, lag, stopper}, timeout=10)
+            await asyncio.wait({work, ticker, lag, stopper, follow}, timeout=10)
+            await follower.close()
             for _attempt in range(3):
                 try:
                     await self.commit()  # finished batches only; abandoned ones are not in it
@@ -326,8 +338,8 @@ class Embedder:
                 log.warning("faust did not stop within 20 s; exiting anyway")
             await fetcher.close()
             runner.close()
-            if owned:
-                encoder.close()
+            if pipeline.encoder is not given:
+                pipeline.encoder.close()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
         return 0

@@ -75,7 +75,24 @@ HEARTBEAT = Gauge(
     "vitrine_embedder_heartbeat_timestamp_seconds",
     "Unix time of the last pipeline loop turn; stale means a stuck embedder.",
 )
-MODEL = Gauge("vitrine_embedder_model_info", "The model being served (value 1).", ["model_version"])
+MODEL = Gauge(
+    "vitrine_embedder_model_info",
+    "The collection this replica writes and the model it writes it with (value 1).",
+    ["collection", "model_version"],
+)
+STREAM_SWITCHES = Counter(
+    "vitrine_embedder_stream_switches_total",
+    "Hand-overs to the collection and model the stream record names, by outcome: switched, "
+    "or why it was refused (model_unloadable, model_mismatch, collection_missing, "
+    "collection_of_another_model, collection_mismatch, milvus_unavailable, rollout_job_behind).",
+    ["outcome"],
+)
+STREAM_PAUSE = Histogram(
+    "vitrine_embedder_stream_pause_seconds",
+    "How long a hand-over kept the replica from forming batches (drain, then the wait for the "
+    "rollout job).",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
 
 
 def beat() -> None:

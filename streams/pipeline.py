@@ -109,6 +109,11 @@ class Pipeline:
         self._intake: asyncio.Queue[SourceRecord] = asyncio.Queue(settings.batch_size * 2)
         self._prepared: asyncio.Queue[list[Prepared]] = asyncio.Queue(depth)
         self._encoded: asyncio.Queue[list[Ready]] = asyncio.Queue(depth)
+        # A model hand-over (streams/follow.py) closes the gate at a batch boundary.
+        self._forming = asyncio.Event()
+        self._forming.set()
+        self._batches_formed = 0
+        self._batches_done = 0
 
     @property
     def finished(self) -> int:
@@ -145,6 +150,30 @@ class Pipeline:
         for topic, partition in partitions:
             self.ledger.forget(topic, partition)
 
+    # -- model hand-over (streams/follow.py) ---------------------------------------------------
+
+    async def hold(self) -> None:
+        """Stop forming batches; returns once every batch formed went through the checkpoint
+        (durable, announced, offsets finished) or was abandoned."""
+        self._forming.clear()
+        while self._batches_done < self._batches_formed:
+            await asyncio.sleep(0.02)
+
+    def use_model(self, encoder: BatchEncoder, sink: VectorSink) -> None:
+        """Encode with ``encoder`` and write into ``sink`` from the next batch on (between
+        :meth:`hold` and :meth:`resume`)."""
+        assert not self._forming.is_set() and self._batches_done == self._batches_formed
+        self.encoder = encoder
+        self.model_version = encoder.manifest.model_version
+        self.sink = sink
+        self.cache = ImageCache(self.settings.image_cache_entries)  # tensors of the old spec
+        self.checkpoint.model_version = self.model_version
+        self.checkpoint.sink = sink
+
+    def resume(self) -> None:
+        """Form batches again."""
+        self._forming.set()
+
     # -- running -----------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -170,6 +199,9 @@ class Pipeline:
     async def _prepare_loop(self) -> None:
         while True:
             records = await self._next_batch()
+            if not self._forming.is_set():
+                await self._forming.wait()  # a hand-over: this batch waits for the new model
+            self._batches_formed += 1
             metrics.BATCH_SIZE.observe(len(records))
             await self._prepared.put(await self.prepare(records))
 
@@ -219,15 +251,16 @@ class Pipeline:
     async def _sink_loop(self) -> None:
         limit = self.settings.batch_size * SINK_MERGE_BATCHES
         while True:
-            batch = await self._encoded.get()
+            batch, merged = await self._encoded.get(), 1
             # Batches that queued up while the last write was made go in one write: a slow
             # Milvus call (milvus-lite's upsert and delete grow with the collection, ~0.2 s
             # each at 100k rows) is then paid once per group, not once per batch, and the
             # sink keeps up. The version decision is per listing over the whole group
             # (streams.decide), so rows end as if the batches had been written in order.
             while not self._encoded.empty() and len(batch) < limit:
-                batch = batch + self._encoded.get_nowait()
+                batch, merged = batch + self._encoded.get_nowait(), merged + 1
             await self.checkpoint.commit(batch)
+            self._batches_done += merged
             metrics.beat()  # progress
             if self.on_batch_done is not None:
                 await self.on_batch_done()

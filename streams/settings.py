@@ -87,6 +87,28 @@ class EmbedderSettings(VitrineSettings):
     metrics_port: int = Field(
         default=9464, ge=0, le=65535, description="Port of /metrics; 0 = off."
     )
+    follow_stream: bool = Field(
+        default=True,
+        description="Follow the stream record of the control topic: write the collection, with "
+        "the model, that `vitrine rollout finish` names (at start and while running).",
+    )
+    stream_poll_s: float = Field(
+        default=0.5, gt=0, le=60, description="How often the control topic is polled."
+    )
+    stream_switch_wait_s: float = Field(
+        default=120.0,
+        ge=0,
+        le=3600,
+        description="Longest wait, once in-flight batches are durable, for the rollout job to "
+        "write the new collection up to the state's end before switching to it; refused (and "
+        "tried again later) after that.",
+    )
+    instance_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9._-]{1,50}$",
+        description="This replica's name in its Kafka client.id and its stream acknowledgement. "
+        "Unset: host name and process id.",
+    )
 
     @model_validator(mode="after")
     def _defaults(self) -> EmbedderSettings:

@@ -19,7 +19,8 @@ collection and runs the job that fills it from the catalogue's state topic (bulk
 delta as the live embedder writes new versions) until stopped; `run` resumes that job (after a
 crash or on another machine); `status` shows progress; `cutover` moves the live pointer to the
 candidate once it holds every live listing at its newest version; `rollback` moves it back;
-`finish` drops the collection that is no longer live.
+`finish` hands the embedders' stream over to the new model (no restart) and drops the
+collection that is no longer live.
 """
 
 
@@ -89,12 +90,23 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         description="Move the live pointer back to the collection that was live when the "
         "rollout started (kept fresh by the live embedder).",
     ).set_defaults(func=cmd_rollback)
-    verbs.add_parser(
+    end = verbs.add_parser(
         "finish",
-        help="drop the collection that is not live",
-        description="Drop the previous collection after a cutover, or the candidate after a "
-        "rollback, and close the rollout.",
-    ).set_defaults(func=cmd_finish)
+        help="hand the stream to the new model, then drop the collection that is not live",
+        description="After a cutover: name the candidate and the new model in the stream "
+        "record, wait until every embedder replica switched to them without a restart (each "
+        "acknowledges on the control topic) and the job reached the state's end, mark the "
+        "rollout finished (the job exits) and drop the previous collection; refused, with "
+        "nothing dropped, when a replica did not acknowledge in time. After a rollback: drop "
+        "the candidate.",
+    )
+    end.add_argument(
+        "--wait",
+        type=float,
+        metavar="SECONDS",
+        help="how long to wait for the embedders to switch (VITRINE_ROLLOUT_WAIT_S)",
+    )
+    end.set_defaults(func=cmd_finish)
 
 
 def _settings() -> RolloutSettings:
@@ -169,6 +181,11 @@ def cmd_finish(args: argparse.Namespace) -> int:
     """Drop the collection that is not live."""
     from streams.rollout import commands
 
-    record = commands.finish(_settings())
+    try:
+        record = commands.finish(_settings(), args.wait)
+    except commands.RolloutRefused as exc:
+        if exc.details:  # for scripts: which replicas did not switch
+            print(json.dumps({"reason": exc.reason, **exc.details}, sort_keys=True))
+        raise
     print(f"rollout of {record.candidate_model_version} finished")
     return 0

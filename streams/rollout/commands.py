@@ -20,14 +20,21 @@ from encoders.manifest import Manifest
 from schemas import (
     LIVE_KEY,
     ROLLOUT_KEY,
+    STREAM_ACK_PREFIX,
+    STREAM_KEY,
     ContractError,
     LivePointer,
     PointerReason,
     RolloutPhase,
     RolloutRecord,
+    StreamAck,
+    StreamRecord,
     decode_live_pointer,
     decode_rollout_record,
+    decode_stream_ack,
+    decode_stream_record,
     encode,
+    stream_ack_key,
 )
 from streams.rollout import plan
 from streams.rollout.job import group_id
@@ -41,9 +48,15 @@ log = logging.getLogger(__name__)
 
 
 class RolloutRefused(VitrineError):
-    """The step is not allowed now; ``reason`` says why."""
+    """The step is not allowed now; ``reason`` says why, ``details`` what (for scripts)."""
 
     reason = "rollout_refused"
+
+    def __init__(
+        self, message: str, *, reason: str | None = None, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, reason=reason)
+        self.details = details or {}
 
 
 @dataclass(frozen=True)
@@ -52,22 +65,34 @@ class Control:
 
     pointer: LivePointer | None
     rollout: RolloutRecord | None
+    stream: StreamRecord | None = None
+    acks: tuple[StreamAck, ...] = ()
 
 
 def read(settings: RolloutSettings) -> Control:
-    """The live pointer and rollout record now (None where absent)."""
+    """The live pointer, rollout and stream records now (None where absent), and the
+    embedders' stream acknowledgements."""
     records = read_control(settings)
-    pointer = rollout = None
+    pointer = rollout = stream = None
     try:
         if records.get(LIVE_KEY) is not None:
             pointer = decode_live_pointer(records[LIVE_KEY])
         if records.get(ROLLOUT_KEY) is not None:
             rollout = decode_rollout_record(records[ROLLOUT_KEY])
+        if records.get(STREAM_KEY) is not None:
+            stream = decode_stream_record(records[STREAM_KEY])
     except ContractError as exc:
         raise RolloutRefused(
             f"control record unreadable: {exc}", reason="control_unreadable"
         ) from exc
-    return Control(pointer, rollout)
+    acks = []
+    for key, value in records.items():
+        if key.startswith(STREAM_ACK_PREFIX) and value is not None:
+            try:
+                acks.append(decode_stream_ack(value))
+            except ContractError as exc:
+                log.warning("acknowledgement %r ignored: %s", key, exc)
+    return Control(pointer, rollout, stream, tuple(acks))
 
 
 def _now() -> datetime:
@@ -259,7 +284,15 @@ def cutover(settings: RolloutSettings, wait_s: float | None = None) -> RolloutRe
 
 def rollback(settings: RolloutSettings) -> RolloutRecord:
     """Make the previous collection live again (kept fresh by the live embedder)."""
-    rollout = _require(read(settings), RolloutPhase.CUT_OVER)
+    control = read(settings)
+    rollout = _require(control, RolloutPhase.CUT_OVER)
+    if control.stream is not None and control.stream.collection == rollout.candidate_collection:
+        # The replicas that switched wrote new versions into the candidate only.
+        raise RolloutRefused(
+            f"`finish` already handed the stream over to {rollout.candidate_collection}: "
+            f"{rollout.live_collection} is no longer fed",
+            reason="stream_handed_over",
+        )
     _point(
         settings,
         LivePointer(
@@ -273,26 +306,139 @@ def rollback(settings: RolloutSettings) -> RolloutRecord:
     return _moved(settings, rollout, RolloutPhase.ROLLED_BACK)
 
 
-def finish(settings: RolloutSettings) -> RolloutRecord:
-    """Drop the collection that is not live: the old one after a cutover, the candidate after
-    a rollback."""
+def finish(settings: RolloutSettings, wait_s: float | None = None) -> RolloutRecord:
+    """Close the rollout. After a rollback: drop the candidate. After a cutover: hand the
+    stream over to the candidate (the ``stream`` record), wait up to ``wait_s`` until every
+    member of the embedders' group acknowledged writing it and the job wrote the candidate up
+    to the state's end, mark the rollout finished (the job exits), then drop the old
+    collection. Refused, with nothing dropped, when a member did not acknowledge in time."""
     control = read(settings)
+    rollout = control.rollout
+    if (
+        rollout is not None
+        and rollout.phase is RolloutPhase.FINISHED
+        and control.stream is not None
+        and control.stream.collection == rollout.candidate_collection
+        and _drop(settings, rollout.live_collection)
+    ):
+        log.info("%s was left by an interrupted finish", rollout.live_collection)
+        return rollout
     rollout = _require(control, RolloutPhase.CUT_OVER, RolloutPhase.ROLLED_BACK)
-    drop = (
-        rollout.live_collection
-        if rollout.phase is RolloutPhase.CUT_OVER
-        else rollout.candidate_collection
-    )
+    cut_over = rollout.phase is RolloutPhase.CUT_OVER
+    drop = rollout.live_collection if cut_over else rollout.candidate_collection
     if control.pointer is not None and control.pointer.collection == drop:
         raise RolloutRefused(f"{drop} is live; it is not dropped", reason="wrong_phase")
+    if cut_over:
+        wait = settings.rollout_wait_s if wait_s is None else wait_s
+        _hand_over(settings, control, rollout, wait)
+    record = _moved(settings, rollout, RolloutPhase.FINISHED)
+    _drop(settings, drop)
+    return record
+
+
+def _drop(settings: RolloutSettings, collection: str) -> bool:
+    """Drop ``collection``; False when it does not exist."""
     client = connect(settings)
     try:
-        if client.has_collection(drop):
-            client.drop_collection(drop)
+        if not client.has_collection(collection):
+            return False
+        client.drop_collection(collection)
     finally:
         client.close()
-    log.info("dropped %s", drop)
-    return _moved(settings, rollout, RolloutPhase.FINISHED)
+    log.info("dropped %s", collection)
+    return True
+
+
+def _hand_over(
+    settings: RolloutSettings, control: Control, rollout: RolloutRecord, wait_s: float
+) -> None:
+    """Name the candidate in the stream record and wait for every embedder to write it."""
+    candidate, model = rollout.candidate_collection, rollout.candidate_model_version
+    if control.pointer is None or control.pointer.collection != candidate:
+        raise RolloutRefused(f"{candidate} is not live", reason="wrong_phase")
+    job = group_id(settings, rollout)
+    current = control.stream
+    if current is None or (current.collection, current.model_version) != (candidate, model):
+        stream = StreamRecord(
+            collection=candidate,
+            model_version=model,
+            model_dir=rollout.model_dir,
+            catch_up_group=job,
+            changed_at=_now(),
+        )
+        write_control(settings, STREAM_KEY, encode(stream))
+        log.info("stream handed over to %s (model %s)", candidate, model)
+    deadline = time.monotonic() + wait_s
+    while True:
+        members = group_members(settings, settings.app_id)
+        acks = {
+            ack.client_id: (ack.collection, ack.model_version)
+            for ack in read(settings).acks
+            if ack.app_id == settings.app_id
+        }
+        shared = plan.duplicates(members)
+        missing = plan.unacknowledged(members, acks, candidate, model)
+        if not missing and not shared:
+            break
+        if time.monotonic() >= deadline:
+            if shared:
+                raise RolloutRefused(
+                    f"members of {settings.app_id} share client ids {', '.join(shared)}: their "
+                    "acknowledgements cannot be told apart (give each replica its own "
+                    "VITRINE_INSTANCE_ID); nothing dropped",
+                    reason="duplicate_client_ids",
+                    details={"duplicate_client_ids": shared},
+                )
+            raise RolloutRefused(
+                f"{len(missing)} of {len(members)} embedders did not acknowledge writing "
+                f"{candidate} (model {model}) within {wait_s:.0f} s: {', '.join(missing)}; "
+                "nothing dropped (their logs and vitrine_embedder_stream_switches_total say "
+                "why; run `finish` again)",
+                reason="stream_not_acknowledged",
+                details={"not_acknowledged": missing, "members": sorted(members)},
+            )
+        time.sleep(0.5)
+    # Every member writes the candidate itself now; what replicas wrote before their switch (or
+    # replicas that left) reaches it through the job, which must get there before it stops.
+    ends = end_offsets(settings)
+    while True:
+        behind = plan.remaining(ends, committed_positions(settings, job))
+        if behind == 0:
+            break
+        if time.monotonic() >= deadline:
+            raise RolloutRefused(
+                f"the rollout job is {behind} state records behind; is `vitrine rollout run` "
+                "running? nothing dropped",
+                reason="rollout_job_behind",
+                details={"behind": behind},
+            )
+        time.sleep(0.5)
+    log.info("every embedder (%d) writes %s", len(members), candidate)
+    _forget_acks(settings, control, members)
+
+
+def group_members(settings: RolloutSettings, group: str, timeout_s: float = 10.0) -> list[str]:
+    """Client ids of the members of consumer group ``group`` now (one per member)."""
+    from confluent_kafka.admin import AdminClient
+
+    from vitrine.kafka_config import admin_config
+
+    admin = AdminClient(admin_config(settings))
+    try:
+        found = admin.describe_consumer_groups([group], request_timeout=timeout_s)[group]
+        description = found.result(timeout=timeout_s)
+    except Exception as exc:
+        raise RolloutRefused(
+            f"consumer group {group} not described: {exc}", reason="group_unknown"
+        ) from exc
+    return [str(member.client_id) for member in description.members]
+
+
+def _forget_acks(settings: RolloutSettings, control: Control, members: list[str]) -> None:
+    """Tombstone the acknowledgements of replicas that are gone (one key per process)."""
+    for ack in control.acks:
+        if ack.app_id == settings.app_id and ack.client_id not in members:
+            write_control(settings, stream_ack_key(ack.app_id, ack.client_id), None)
 
 
 def status(settings: RolloutSettings) -> dict[str, Any]:
@@ -303,6 +449,16 @@ def status(settings: RolloutSettings) -> dict[str, Any]:
         "live": control.pointer.collection if control.pointer else settings.milvus_collection,
         "live_model_version": control.pointer.model_version if control.pointer else None,
     }
+    if control.stream is not None:
+        out["stream"] = {
+            "collection": control.stream.collection,
+            "model_version": control.stream.model_version,
+        }
+        out["embedders"] = {
+            ack.client_id: {"collection": ack.collection, "model_version": ack.model_version}
+            for ack in control.acks
+            if ack.app_id == settings.app_id
+        }
     if rollout is None:
         out["phase"] = None
         return out

@@ -38,7 +38,15 @@ from encoders.errors import EncoderError, ImageError
 from encoders.preprocess import preprocess_image
 from encoders.process import open_encoder
 from encoders.runtime import BatchEncoder
-from schemas import CatalogueEntry, ContractError, RolloutRecord, decode_catalogue_entry
+from schemas import (
+    ROLLOUT_KEY,
+    CatalogueEntry,
+    ContractError,
+    RolloutPhase,
+    RolloutRecord,
+    decode_catalogue_entry,
+    decode_rollout_record,
+)
 from streams.errors import FetchError
 from streams.executor import BlockingRunner
 from streams.fetch import ImageFetcher
@@ -47,6 +55,7 @@ from streams.rollout.covers import CoverStore
 from streams.rollout.plan import StateRecord
 from streams.rollout.settings import RolloutSettings
 from streams.rollout.state import StateTail, listing_versions
+from vitrine.control import ControlError, ControlReader
 from vitrine.vectorstore import IMAGE_VECTOR_FIELD, connect, upsert_rows, vector_dims
 
 log = logging.getLogger(__name__)
@@ -101,7 +110,10 @@ class JobSummary:
 
 
 class RolloutJob:
-    """Runs the bulk and delta of one rollout into its candidate collection."""
+    """Runs the bulk and delta of one rollout into its candidate collection, until stopped or
+    the rollout is finished."""
+
+    control_every_s = 1.0
 
     def __init__(
         self,
@@ -179,9 +191,12 @@ class RolloutJob:
                 self._write_loop(tail, kafka, towers, milvus, client, queue)
             )
             stopper = asyncio.create_task(self._stop.wait())
+            watcher = asyncio.create_task(self._watch_control())
             done, _ = await asyncio.wait(
                 {writer, stopper, producer}, return_when=asyncio.FIRST_COMPLETED
             )
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
             if producer in done and producer.exception() is not None:
                 raise producer.exception()  # type: ignore[misc]
             if producer in done and writer not in done:
@@ -203,6 +218,30 @@ class RolloutJob:
         self.summary.seconds = time.monotonic() - started
         self._progress(tail, force=True)
         return self.summary
+
+    async def _watch_control(self) -> None:
+        """Stop once the rollout is finished (or replaced): after a finish the embedders write
+        the candidate themselves, and ``finish`` waited for this job to reach the state's end."""
+        reader = ControlReader(self.settings)
+        kafka = BlockingRunner(
+            1, name="vitrine-rollout-control"
+        )  # close after a poll, never during
+        try:
+            while not self._stop.is_set():
+                try:
+                    records = await kafka.run(reader.poll)
+                except ControlError as exc:
+                    log.warning("control topic not readable: %s", exc)
+                    records = {}
+                if ROLLOUT_KEY in records and _over(self.rollout, records[ROLLOUT_KEY]):
+                    model = self.rollout.candidate_model_version
+                    log.info("the rollout of %s is finished: the job exits", model)
+                    self.request_stop()
+                    return
+                await asyncio.sleep(self.control_every_s)
+        finally:
+            await asyncio.shield(kafka.run(reader.close))
+            kafka.close()
 
     # -- stages 1-3: read, check, fetch, decode -------------------------------------------------
 
@@ -459,6 +498,21 @@ class RolloutJob:
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(payload))
             tmp.replace(path)
+
+
+def _over(rollout: RolloutRecord, value: bytes | None) -> bool:
+    """True when the rollout record ``value`` says ``rollout`` is finished or replaced."""
+    if value is None:
+        return True
+    try:
+        current = decode_rollout_record(value)
+    except ContractError:
+        return False  # unreadable: keep feeding the candidate
+    return (
+        current.phase is RolloutPhase.FINISHED
+        or current.candidate_collection != rollout.candidate_collection
+        or current.started_at != rollout.started_at
+    )
 
 
 def _report_line(line: str) -> None:

@@ -4,6 +4,7 @@ may go live, progress figures."""
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -130,3 +131,17 @@ def progress_line(done: int, total: int, rate: float, behind: int) -> str:
     eta = eta_seconds(total - done, rate)
     shown = "--" if eta is None else f"{eta:.0f}s"
     return f"bulk {done}/{total} ({share:.1f}%)  {rate:.0f} records/s  ETA {shown}  behind {behind}"
+
+
+def unacknowledged(
+    members: Sequence[str], acks: Mapping[str, tuple[str, str]], collection: str, model: str
+) -> list[str]:
+    """The members of the embedders' group (client ids) whose acknowledgement (client id ->
+    (collection, model version)) does not say they write ``collection`` with ``model``."""
+    return sorted({m for m in members if acks.get(m) != (collection, model)})
+
+
+def duplicates(members: Sequence[str]) -> list[str]:
+    """Client ids that more than one member carries: their acknowledgements cannot be told
+    apart."""
+    return sorted(m for m, n in Counter(members).items() if n > 1)

@@ -33,7 +33,8 @@ class RolloutSettings(EmbedderSettings):
         default=120.0,
         ge=0,
         le=86_400,
-        description="How long `cutover` waits for the candidate to catch up before refusing.",
+        description="How long `cutover` waits for the candidate to catch up, and `finish` for "
+        "every embedder to switch to it, before refusing.",
     )
     rollout_progress_every_s: float = Field(
         default=2.0, gt=0, le=600, description="How often the job reports progress."

@@ -28,6 +28,8 @@ from schemas import (
     RecallStatus,
     RolloutPhase,
     RolloutRecord,
+    StreamAck,
+    StreamRecord,
     limits,
     load_schema,
 )
@@ -253,4 +255,33 @@ def rollout_records(draw: st.DrawFn) -> RolloutRecord:
         started_at=draw(datetimes),
         updated_at=draw(datetimes),
         state_end_offsets=draw(_tuples(st.integers(0, limits.MAX_OFFSET), 0, 8)),
+    )
+
+
+groups = _pattern(r"^[A-Za-z0-9._-]{1,249}$")
+app_ids = _pattern(r"^[A-Za-z0-9._-]{1,200}$")
+client_ids = _pattern(r"^[A-Za-z0-9._-]{1,255}$")
+
+
+@st.composite
+def stream_records(draw: st.DrawFn) -> StreamRecord:
+    """Valid stream records."""
+    return StreamRecord(
+        collection=draw(collections),
+        model_version=draw(model_versions),
+        model_dir=draw(paths),
+        catch_up_group=draw(st.none() | groups),
+        changed_at=draw(datetimes),
+    )
+
+
+@st.composite
+def stream_acks(draw: st.DrawFn) -> StreamAck:
+    """Valid stream acknowledgements."""
+    return StreamAck(
+        app_id=draw(app_ids),
+        client_id=draw(client_ids),
+        collection=draw(collections),
+        model_version=draw(model_versions),
+        acked_at=draw(datetimes),
     )

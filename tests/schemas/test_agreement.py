@@ -19,6 +19,8 @@ from schemas import (
     RecallReply,
     RecallRequest,
     RolloutRecord,
+    StreamAck,
+    StreamRecord,
     encode,
     from_payload,
     validator_for,
@@ -32,6 +34,8 @@ from schemas.registry import (
     RECALL_REPLY,
     RECALL_REQUEST,
     ROLLOUT_RECORD,
+    STREAM_ACK,
+    STREAM_RECORD,
 )
 
 from .strategies import (
@@ -44,6 +48,8 @@ from .strategies import (
     recall_replies,
     recall_requests,
     rollout_records,
+    stream_acks,
+    stream_records,
 )
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -56,6 +62,8 @@ MODELS: list[tuple[str, type[ContractModel], st.SearchStrategy[Any]]] = [
     (CATALOGUE_ENTRY, CatalogueEntry, catalogue_entries()),
     (LIVE_POINTER, LivePointer, live_pointers()),
     (ROLLOUT_RECORD, RolloutRecord, rollout_records()),
+    (STREAM_RECORD, StreamRecord, stream_records()),
+    (STREAM_ACK, StreamAck, stream_acks()),
 ]
 
 
@@ -138,6 +146,22 @@ _POINTER = {
     "model_version": "m2",
     "changed_at": "2026-11-21T05:39:00Z",
 }
+_STREAM = {
+    "schema_version": 1,
+    "collection": "listings__m2",
+    "model_version": "m2",
+    "model_dir": "/models/m2",
+    "catch_up_group": "vitrine-embedder-rollout-listings__m2-1",
+    "changed_at": "2026-11-21T05:39:00Z",
+}
+_ACK = {
+    "schema_version": 1,
+    "app_id": "vitrine-embedder",
+    "client_id": "vitrine-embedder.host-1.42",
+    "collection": "listings__m2",
+    "model_version": "m2",
+    "acked_at": "2026-11-21T05:39:00Z",
+}
 _REQUEST = {"schema_version": 1, "request_id": "r1", "query": {"listing_id": "L1"}, "k": 5}
 
 REJECTED: list[tuple[str, type[ContractModel], dict[str, Any]]] = [
@@ -162,6 +186,11 @@ REJECTED: list[tuple[str, type[ContractModel], dict[str, Any]]] = [
     (LIVE_POINTER, LivePointer, {**_POINTER, "collection": "a-b"}),
     (LIVE_POINTER, LivePointer, {**_POINTER, "reason": "whim"}),
     (LIVE_POINTER, LivePointer, {k: v for k, v in _POINTER.items() if k != "model_version"}),
+    (STREAM_RECORD, StreamRecord, {k: v for k, v in _STREAM.items() if k != "model_dir"}),
+    (STREAM_RECORD, StreamRecord, {**_STREAM, "catch_up_group": "a group"}),
+    (STREAM_RECORD, StreamRecord, {**_STREAM, "collection": "a-b"}),
+    (STREAM_ACK, StreamAck, {**_ACK, "client_id": "a/b"}),
+    (STREAM_ACK, StreamAck, {k: v for k, v in _ACK.items() if k != "collection"}),
 ]
 
 

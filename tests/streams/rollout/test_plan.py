@@ -55,3 +55,22 @@ def test_progress_figures() -> None:
     assert plan.eta_seconds(0, 0.0) == 0.0
     line = plan.progress_line(50, 200, 25.0, 150)
     assert line.startswith("bulk 50/200 (25.0%)") and "ETA 6s" in line and "behind 150" in line
+
+
+def test_members_are_matched_to_acknowledgements_by_client_id() -> None:
+    acks = {
+        "app.a": ("listings__m2", "m2"),
+        "app.b": ("listings", "m1"),  # still on the old model
+        "app.gone": ("listings__m2", "m2"),  # left the group: not asked for
+    }
+    members = ["app.a", "app.b", "app.c"]
+    assert plan.unacknowledged(members, acks, "listings__m2", "m2") == ["app.b", "app.c"]
+    assert plan.unacknowledged(["app.a"], acks, "listings__m2", "m2") == []
+    assert plan.unacknowledged([], acks, "listings__m2", "m2") == []
+    # The right collection with another model is not an acknowledgement.
+    assert plan.unacknowledged(["app.a"], acks, "listings__m2", "m3") == ["app.a"]
+
+
+def test_shared_client_ids_are_found() -> None:
+    assert plan.duplicates(["a", "b", "a", "c", "b"]) == ["a", "b"]
+    assert plan.duplicates(["a", "b"]) == []
