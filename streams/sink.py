@@ -26,8 +26,8 @@ from vitrine.vectorstore import (
     connect,
     consistency,
     ensure_collection,
-    upsert_rows,
     vector_dims,
+    write_rows,
 )
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,8 @@ class MilvusSink:
         self.stopping = False
         #: Whether the collection has the cover-vector field (known after :meth:`open`).
         self.stores_covers = layout.shared_dim is not None
+        #: New listings are inserted, not upserted (milvus-lite: see ``write_rows``).
+        self.insert_absent = layout.index_type == "FLAT"
 
     @classmethod
     def for_settings(
@@ -192,7 +194,11 @@ class MilvusSink:
             result = await self._retry("delete", lambda c: c.delete(name, ids=deletes), give_up)
             tokens.update(dict.fromkeys(deletes, write_token(result)))
         if rows:
-            upserted = await self._retry("upsert", lambda c: upsert_rows(c, name, rows), give_up)
+            upserted = await self._retry(
+                "upsert",
+                lambda c: write_rows(c, name, rows, insert_absent=self.insert_absent),
+                give_up,
+            )
             tokens.update(dict.fromkeys((str(r["listing_id"]) for r in rows), upserted[1]))
         metrics.STAGE_DURATION.labels(stage="upsert").observe(time.perf_counter() - started)
         return {listing: token for listing, token in tokens.items() if token is not None}

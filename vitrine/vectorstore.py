@@ -278,6 +278,41 @@ def consistency(level: str, write_token: int | None) -> dict[str, Any]:
     return {"consistency_level": level}
 
 
+def write_rows(
+    client: Any, collection: str, rows: list[dict[str, Any]], *, insert_absent: bool
+) -> tuple[int, int | None]:
+    """Write ``rows`` (one per listing id); return (rows written, write token or None).
+
+    ``insert_absent`` (milvus-lite): rows whose id the collection does not hold yet are
+    inserted, only the others upserted. milvus-lite runs an upsert as a delete that scans the
+    whole collection (~0.2 s per call and 0.2 s of its CPU at 100k rows, whatever the number
+    of rows), an id query costs ~4 ms there. Only for a collection with one writer per listing
+    (the embedder's partitions, the rollout job's candidate): the query and the insert are
+    not one atomic step.
+    """
+    if not rows:
+        return 0, None
+    if insert_absent:
+        ids = [str(row["listing_id"]) for row in rows]
+        try:
+            held = client.query(collection, ids=ids, output_fields=["listing_id"])
+        except Exception as exc:
+            raise VectorStoreError(f"query of {collection} failed: {exc}") from exc
+        present = {str(row["listing_id"]) for row in held}
+        absent = [row for row in rows if str(row["listing_id"]) not in present]
+        if absent:
+            try:
+                client.insert(collection, absent)
+            except Exception as exc:
+                raise VectorStoreError(f"insert into {collection} failed: {exc}") from exc
+        rows = [row for row in rows if str(row["listing_id"]) in present]
+        if not rows:
+            return len(absent), None
+        written, token = upsert_rows(client, collection, rows)
+        return written + len(absent), token
+    return upsert_rows(client, collection, rows)
+
+
 def upsert_rows(
     client: Any, collection: str, rows: list[dict[str, Any]], timeout_s: float | None = None
 ) -> tuple[int, int | None]:

@@ -153,7 +153,9 @@ class RolloutJob:
                     open_encoder,
                     rollout.model_dir,
                     own_process=settings.encode_process,
-                    intra_op_threads=settings.ort_threads,
+                    # Every core unless set: the bulk is a batch job (the live embedder's
+                    # default of half the cores leaves room for an event loop it lacks).
+                    intra_op_threads=settings.ort_intra_threads,
                     capacity=min(settings.rollout_batch_size, 64),
                 )
             )

@@ -12,6 +12,7 @@ from vitrine.vectorstore import (
     index_type_of,
     open_client,
     upsert_rows,
+    write_rows,
 )
 
 
@@ -59,6 +60,43 @@ def test_upsert_rows_returns_the_count_and_a_token_on_a_server(
         assert count == 1
         assert (token is None) == infra_settings.milvus_is_lite
         assert upsert_rows(client, unique_name, []) == (0, None)
+    finally:
+        client.drop_collection(unique_name)
+        client.close()
+
+
+@pytest.mark.parametrize("insert_absent", [True, False])
+def test_write_rows_inserts_new_ids_and_replaces_held_ones(
+    milvus: str, unique_name: str, insert_absent: bool
+) -> None:
+    client = open_client(milvus)
+
+    def row(listing: str, version: int) -> dict:
+        return {
+            "listing_id": listing,
+            "embedding": [1.0, float(version), 0.0, 0.0],
+            "mismatch_score": 0.0,
+            "category": "c",
+            "price": float(version),
+            "currency": "EUR",
+            "seller_id": "s",
+            "version": version,
+            "model_version": "m",
+            "occurred_at_ms": 0,
+            "updated_at_ms": 0,
+        }
+
+    try:
+        ensure_collection(client, CollectionLayout(unique_name, 4, "FLAT"))
+        assert write_rows(client, unique_name, [row("a", 1)], insert_absent=insert_absent)[0] == 1
+        rows = [row("a", 2), row("b", 1), row("c", 1)]  # one held, two new
+        assert write_rows(client, unique_name, rows, insert_absent=insert_absent)[0] == 3
+        assert write_rows(client, unique_name, [], insert_absent=insert_absent) == (0, None)
+        stored = client.query(unique_name, filter="version >= 0", output_fields=["version"])
+        by_id: dict[str, list[int]] = {}
+        for item in stored:
+            by_id.setdefault(item["listing_id"], []).append(item["version"])
+        assert by_id == {"a": [2], "b": [1], "c": [1]}  # one row per id, the newest
     finally:
         client.drop_collection(unique_name)
         client.close()
