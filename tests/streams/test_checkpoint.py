@@ -392,6 +392,14 @@ class DownClient:
         self.calls += 1
         raise ConnectionError("Milvus is away")
 
+    def query(self, name: str, **_: Any) -> Any:  # vectorstore.write_rows asks which ids exist
+        self.calls += 1
+        raise ConnectionError("Milvus is away")
+
+    def insert(self, name: str, rows: list[dict[str, Any]]) -> Any:
+        self.calls += 1
+        raise ConnectionError("Milvus is away")
+
 
 def test_a_write_failing_while_its_partitions_are_revoked_is_abandoned_not_retried(
     stub_model: Path, image_server: ImageServer
