@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import signal
 import time
@@ -25,7 +24,6 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from encoders.process import open_encoder
 from encoders.runtime import BatchEncoder
 from streams import metrics
 from streams.executor import BlockingRunner
@@ -34,7 +32,7 @@ from streams.follow import StreamFollower, replica_client_id
 from streams.kafka import FaustConsumer, Key
 from streams.ledger import OffsetLedger
 from streams.ownership import Ownership
-from streams.pipeline import Pipeline
+from streams.pipeline import Pipeline, open_towers
 from streams.records import SourceRecord
 from streams.settings import EmbedderSettings
 from streams.sink import MilvusSink
@@ -192,13 +190,7 @@ class Embedder:
         settings = self.settings = await follower.start()  # the stream record over the env
         if self.encoder is None:
             self.encoder = await runner.run_model(
-                functools.partial(
-                    open_encoder,
-                    settings.resolved_model_dir,
-                    own_process=settings.encode_process,
-                    intra_op_threads=settings.ort_threads,
-                    capacity=settings.batch_size,
-                )
+                open_towers, settings, settings.resolved_model_dir
             )
         encoder = self.encoder
         shared_dim = encoder.manifest.shared_space.get("dim") if encoder.has_shared_space else None

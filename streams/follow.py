@@ -32,7 +32,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from encoders.process import open_encoder
 from encoders.runtime import BatchEncoder
 from schemas import (
     ROLLOUT_KEY,
@@ -47,7 +46,7 @@ from streams import handover, metrics
 from streams.errors import EmbedderError
 from streams.executor import BlockingRunner
 from streams.handover import Writing
-from streams.pipeline import Pipeline
+from streams.pipeline import Pipeline, open_towers
 from streams.settings import EmbedderSettings
 from streams.sink import MilvusSink
 from vitrine.control import ControlError, ControlReader, write_control
@@ -302,13 +301,7 @@ class StreamFollower:
         assert self.runner is not None
         directory = Path(stream.model_dir)
         try:
-            encoder = await asyncio.to_thread(
-                open_encoder,
-                directory,
-                own_process=self.settings.encode_process,
-                intra_op_threads=self.settings.ort_threads,
-                capacity=self.settings.batch_size,
-            )
+            encoder = await asyncio.to_thread(open_towers, self.settings, directory)
         except Exception as exc:  # ModelError, OSError: the directory is not there or broken
             raise SwitchRefused(
                 f"model directory {directory} not loadable: {exc}", reason="model_unloadable"

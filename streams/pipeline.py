@@ -20,11 +20,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import numpy as np
 
 from encoders.errors import EncoderError, ImageError
 from encoders.preprocess import preprocess_image
+from encoders.process import open_encoder
 from encoders.runtime import BatchEncoder
 from schemas import ContractError, DeadLetter, DeadLetterStage, ListingEvent, decode_listing_event
 from schemas.errors import Reason
@@ -62,6 +64,17 @@ log = logging.getLogger(__name__)
 SINK_MERGE_BATCHES = 4
 
 _DECODE_REASONS = {Reason.MALFORMED_JSON, Reason.PAYLOAD_TOO_LARGE, Reason.NOT_AN_OBJECT}
+
+
+def open_towers(settings: EmbedderSettings, model_dir: Path) -> BatchEncoder:
+    """The embedder's model (blocking): in a child process unless ``encode_process`` is off,
+    ``ort_threads`` intra-op threads, a shared block for one full batch."""
+    return open_encoder(
+        model_dir,
+        own_process=settings.encode_process,
+        intra_op_threads=settings.ort_threads,
+        capacity=settings.batch_size,
+    )
 
 
 class Pipeline:
