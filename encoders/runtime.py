@@ -57,7 +57,8 @@ def _session_options(intra_op_threads: int | None) -> ort.SessionOptions:
         options.inter_op_num_threads = 1
     # Idle intra-op threads sleep instead of spinning: on a machine where image decoding and
     # the service's own threads share the cores, spinning threads took CPU the other work
-    # needed and slowed the towers too (2 cores, 2 threads: 98 -> 122 listings/s without it).
+    # needed and slowed the towers too (2 cores, 2 threads, the bench's services running: 98
+    # -> 122 listings/s in a micro-benchmark; the rollout bench's towers-only 100 -> 103).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors only; provider fallbacks are logged by us
     return options
