@@ -55,6 +55,19 @@ from vitrine.vectorstore import CollectionLayout, search_params  # noqa: E402
 log = preload_module.log
 
 
+def process_cpu_s(pids: list[int]) -> float:
+    """CPU seconds (user + system) the processes have used so far; gone ones count 0."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def percentiles(latencies_s: list[float]) -> dict[str, float]:
     ms = np.asarray(latencies_s) * 1000
     return {
@@ -95,6 +108,7 @@ def direct_phase(
     interval = 1.0 / args.rate
     latencies: list[float] = []
     expression = 'category in ["shoes", "bags"]' if args.filtered else ""
+    warmup = int(args.rate * args.warmup)
 
     def one(i: int, scheduled: float) -> None:
         client.search(
@@ -107,14 +121,12 @@ def direct_phase(
             search_params=search_params(layout, args.k),
             consistency_level=consistency,
         )
-        latencies.append(time.perf_counter() - scheduled)
+        if i >= warmup:  # the first --warmup seconds warm connections and caches, uncounted
+            latencies.append(time.perf_counter() - scheduled)
 
-    for i in range(20):  # warm up connections and caches before measuring
-        one(i, time.perf_counter())
-    latencies.clear()
     with ThreadPoolExecutor(max_workers=8) as pool:
         t0 = time.perf_counter()
-        for i in range(total):
+        for i in range(warmup + total):
             scheduled = t0 + i * interval
             delay = scheduled - time.perf_counter()
             if delay > 0:
@@ -130,6 +142,7 @@ async def recall_phase(settings: RecallSettings, queries: np.ndarray, args) -> d
     latencies: list[float] = []
     timeouts = 0
     filters = {"categories": ["shoes", "bags"]} if args.filtered else None
+    warmup = int(args.rate * args.warmup)
 
     async def one(i: int, scheduled: float) -> None:
         nonlocal timeouts
@@ -139,7 +152,8 @@ async def recall_phase(settings: RecallSettings, queries: np.ndarray, args) -> d
             )
             if reply.status.value != "ok":
                 raise RuntimeError(f"reply {reply.status}: {reply.reason} {reply.message}")
-            latencies.append(time.perf_counter() - scheduled)
+            if i >= warmup:  # the warm-up's latencies are not counted (its timeouts are)
+                latencies.append(time.perf_counter() - scheduled)
         except RecallTimeout:
             timeouts += 1
             latencies.append(10.0)  # counted at the timeout: a lost request is not a fast one
@@ -149,14 +163,14 @@ async def recall_phase(settings: RecallSettings, queries: np.ndarray, args) -> d
         await client.similar_to_vector(queries[0].tolist(), k=args.k, timeout=60)
         tasks = []
         t0 = time.perf_counter()
-        for i in range(total):
+        for i in range(warmup + total):
             scheduled = t0 + i * interval
             delay = scheduled - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(i, scheduled)))
-            if i and i % int(args.rate * 5) == 0:
-                log(f"  recall: {i:,}/{total:,} sent")
+            if i > warmup and (i - warmup) % int(args.rate * 5) == 0:
+                log(f"  recall: {i - warmup:,}/{total:,} sent")
         await asyncio.gather(*tasks)
     finally:
         await client.aclose()
@@ -176,8 +190,10 @@ class KindEndpoint:
         base = load(InfraSettings)
         self.kind = kind
         self.local = None
+        self.service = None  # the local process serving this kind, when there is one
         if base.manages_milvus and base.milvus_kind == kind and local_milvus(base).answering():
             self.uri = base.milvus_endpoint
+            self.service = local_milvus(base)
             return
         own = load(
             InfraSettings,
@@ -186,12 +202,31 @@ class KindEndpoint:
             milvus_port=base.milvus_port + 20,
             milvus_uri=None,
         )
-        self.local = local_milvus(own)
+        self.local = self.service = local_milvus(own)
         log(f"starting a private Milvus ({kind}) on {own.milvus_endpoint}")
         started = time.monotonic()
         self.local.start()
         log(f"  answering after {time.monotonic() - started:.1f} s")
         self.uri = own.milvus_endpoint
+
+    def settle(self, quiet_cores: float = 0.15, quiet_s: int = 3, limit_s: float = 180.0) -> None:
+        """Wait until the Milvus process is idle: after a bulk insert a server keeps compacting
+        segments and building their indexes for a while, and a search phase that starts during
+        that measures the background work (direct p99 200+ ms against 9 ms once quiet)."""
+        pids = self.service.pids() if self.service is not None else []
+        if not pids:
+            log(f"[{self.kind}] not a local process: settling for 10 s")
+            time.sleep(10)
+            return
+        started = time.monotonic()
+        quiet = 0
+        last = process_cpu_s(pids)
+        while quiet < quiet_s and time.monotonic() - started < limit_s:
+            time.sleep(1.0)
+            now = process_cpu_s(pids)
+            quiet = quiet + 1 if now - last < quiet_cores else 0
+            last = now
+        log(f"[{self.kind}] Milvus idle after {time.monotonic() - started:.0f} s")
 
     def close(self) -> None:
         if self.local is not None:
@@ -244,6 +279,7 @@ def run_kind(kind: str, args, infra) -> dict:
             "seconds_to_build_and_load": index.get("seconds_to_build_and_load"),
         }
         log(f"[{kind}] index ready: {result['index']}")
+        endpoint.settle()
         env = {
             **os.environ,
             "VITRINE_MILVUS_URI": endpoint.uri,
@@ -260,10 +296,33 @@ def run_kind(kind: str, args, infra) -> dict:
             for _ in range(args.workers)
         ]
         consistency = settings.recall_consistency_level
+        from vitrine.infra.kafka import LocalKafka
+
+        brokers = LocalKafka(infra).pids() if infra.manages_kafka else []
+        parts = {
+            "milvus": endpoint.service.pids() if endpoint.service is not None else [],
+            "broker": brokers,
+            "worker": [w.pid for w in workers],
+            "client": [os.getpid()],
+        }
+        requests = args.rate * (args.duration + args.warmup)
+
+        def cpu_per_request(before: dict[str, float]) -> dict[str, float]:
+            """Milliseconds of CPU each process used per request sent in the phase."""
+            return {
+                name: round((process_cpu_s(pids) - before[name]) * 1000 / requests, 2)
+                for name, pids in parts.items()
+                if pids
+            }
+
         log(f"[{kind}] direct search, {consistency}: {args.rate:g}/s for {args.duration:g} s")
+        before = {name: process_cpu_s(pids) for name, pids in parts.items()}
         result["direct"] = direct_phase(client, layout, queries, args, consistency)
+        result["direct"]["cpu_ms_per_request"] = cpu_per_request(before)
         log(f"[{kind}] recall round trip over Kafka: {args.rate:g}/s for {args.duration:g} s")
+        before = {name: process_cpu_s(pids) for name, pids in parts.items()}
         result["recall"] = asyncio.run(recall_phase(settings, queries, args))
+        result["recall"]["cpu_ms_per_request"] = cpu_per_request(before)
         result["kafka_overhead_p50_ms"] = result["recall"]["p50_ms"] - result["direct"]["p50_ms"]
     finally:
         for worker in workers:
@@ -293,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=256, help="embedding dimension")
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per phase")
+    parser.add_argument(
+        "--warmup", type=float, default=3.0, help="seconds of traffic before each phase's timing"
+    )
     parser.add_argument("-k", type=int, default=10, help="results per request")
     parser.add_argument("--filtered", action="store_true", help="add a category filter")
     parser.add_argument("--batch", type=int, default=2000, help="rows per insert call")
@@ -315,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         "dim": args.dim,
         "rate_per_s": args.rate,
         "duration_s": args.duration,
+        "warmup_s": args.warmup,
         "k": args.k,
         "filtered": args.filtered,
         "kafka_brokers": infra.kafka_brokers,
@@ -334,6 +397,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"{kind:7} {phase:8} {p['n']:6d} {p['p50_ms']:8.2f} {p['p90_ms']:8.2f} "
                 f"{p['p99_ms']:8.2f} {p['max_ms']:8.2f} {p.get('timeouts', 0):8d}"
             )
+    for kind in args.kinds.split(","):
+        for phase in ("direct", "recall"):
+            cpu = results[kind][phase]["cpu_ms_per_request"]  # type: ignore[index]
+            shares = ", ".join(f"{name} {ms:.2f}" for name, ms in cpu.items())
+            print(f"{kind} {phase}: CPU ms per request: {shares}")
     for kind in args.kinds.split(","):
         r = results[kind]
         idx = r["index"]  # type: ignore[index]

@@ -159,7 +159,22 @@ class StreamFollower:
                 settings.milvus_collection,
                 settings.resolved_model_dir,
             )
-        await asyncio.to_thread(check_collection, settings, stream, self.rollout)
+        delay = 0.5
+        while True:  # Milvus away is waited for, as the sink waits for it; a refusal is final
+            try:
+                await asyncio.to_thread(check_collection, settings, stream, self.rollout)
+                break
+            except SwitchRefused:
+                raise
+            except Exception as exc:
+                log.warning(
+                    "cannot check collection %s (%s); retrying in %.1f s",
+                    stream.collection,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
         group = handover.catch_up_group(stream, self.rollout)
         if group is not None and not await self._job_caught_up(group):
             raise SwitchRefused(

@@ -51,6 +51,7 @@ def test_required_alerts_exist_and_are_tested() -> None:
         "VitrineRolloutStalled",
         "VitrineRolloutJobGone",
         "VitrineRolloutCoversFailing",
+        "VitrineStreamSwitchRefused",
     }
     assert required <= alerts
     tested = {

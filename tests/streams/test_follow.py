@@ -8,6 +8,8 @@ import asyncio
 import os
 from pathlib import Path
 
+import pytest
+
 from encoders.runtime import Encoder
 from streams.executor import BlockingRunner
 from streams.fetch import ImageFetcher
@@ -107,3 +109,44 @@ def test_client_id_carries_the_instance() -> None:
     assert replica_client_id(settings) == "emb.r-1"
     default = replica_client_id(load(EmbedderSettings, app_id="emb", metrics_port=0))
     assert default.startswith("emb.") and default.endswith(f".{os.getpid()}")
+
+
+def test_start_waits_for_milvus_to_check_the_stream_records_collection(monkeypatch) -> None:
+    """An embedder started while a stream record exists and Milvus is away waits for Milvus
+    (as its sink does) instead of stopping; a refusal (the collection is wrong) still stops."""
+    from streams import follow
+    from tests.streams.test_handover import stream
+
+    record = stream(collection="listings__m2", model="m2", group=None)
+    settings = load(EmbedderSettings, app_id="emb", instance_id="r-1", metrics_port=0)
+    calls: list[str] = []
+
+    def flaky_check(_settings, named, _rollout) -> None:
+        calls.append(named.collection)
+        if len(calls) < 3:
+            raise ConnectionError("milvus: connection refused")
+
+    async def read_record(self, wait: bool = False) -> None:
+        self.stream = record
+
+    monkeypatch.setattr(follow, "check_collection", flaky_check)
+    monkeypatch.setattr(follow.StreamFollower, "_poll", read_record)
+    monkeypatch.setattr(follow.asyncio, "sleep", _no_wait)
+    follower = follow.StreamFollower(settings, "emb.r-1")
+    started = asyncio.run(follower.start())
+    assert calls == ["listings__m2"] * 3
+    assert started.milvus_collection == "listings__m2"
+    assert started.model_dir == Path("/models/m2")
+
+    def refuse(_settings, named, _rollout) -> None:
+        raise follow.SwitchRefused("gone", reason="collection_missing")
+
+    monkeypatch.setattr(follow, "check_collection", refuse)
+    follower = follow.StreamFollower(settings, "emb.r-1")
+    with pytest.raises(follow.SwitchRefused) as refused:
+        asyncio.run(follower.start())
+    assert refused.value.reason == "collection_missing"
+
+
+async def _no_wait(_seconds: float) -> None:
+    return None
