@@ -14,7 +14,14 @@ counted from each request's scheduled send time, so a stall is not hidden by sen
   2. recall: AsyncRecallClient.similar_to_vector over Kafka (request topic -> worker ->
      the same Milvus search -> reply topic).
 
-Prints p50/p90/p99 per phase, timeouts, and the Kafka overhead (recall p50 - direct p50).
+Before timing, it waits until the Milvus process is idle (a server compacts and indexes for a
+while after a bulk insert), and each phase starts with --warmup seconds of uncounted traffic.
+`--client async,threads` adds a phase with the blocking client from 8 threads (the direct
+phase's load generator) next to the asyncio one.
+
+Prints p50/p90/p99 per phase, timeouts, the Kafka overhead (recall p50 - direct p50), the
+sender's own lag behind the schedule and the CPU each process (Milvus, broker, worker, this
+client) used per request.
 Everything it creates is dropped at the end (unless --keep).
 
   python bench/bench_recall.py --items 100000 --rate 200 --duration 20
@@ -110,7 +117,11 @@ def direct_phase(
     expression = 'category in ["shoes", "bags"]' if args.filtered else ""
     warmup = int(args.rate * args.warmup)
 
+    lags: list[float] = []
+
     def one(i: int, scheduled: float) -> None:
+        if i >= warmup:
+            lags.append(time.perf_counter() - scheduled)
         client.search(
             layout.name,
             data=[queries[i % len(queries)].tolist()],
@@ -132,7 +143,62 @@ def direct_phase(
             if delay > 0:
                 time.sleep(delay)
             pool.submit(one, i, scheduled)
-    return percentiles(latencies)
+    result = percentiles(latencies)
+    result["send_lag_p50_ms"] = float(np.percentile(lags, 50) * 1000)
+    return result
+
+
+def recall_phase_threads(settings: RecallSettings, queries: np.ndarray, args) -> dict[str, float]:
+    """The round trip with the blocking client from a pool of 8 threads: the same load
+    generator as the direct phase (an asyncio sender wakes up to 1 ms late, since epoll waits
+    in whole milliseconds, and that lag is counted in every latency measured from the
+    scheduled send time)."""
+    from recall import RecallClient
+
+    client = RecallClient(settings)
+    total = int(args.rate * args.duration)
+    interval = 1.0 / args.rate
+    warmup = int(args.rate * args.warmup)
+    latencies: list[float] = []
+    lags: list[float] = []
+    timeouts = 0
+    filters = {"categories": ["shoes", "bags"]} if args.filtered else None
+
+    def one(i: int, scheduled: float) -> None:
+        nonlocal timeouts
+        if i >= warmup:
+            lags.append(time.perf_counter() - scheduled)
+        try:
+            reply = client.similar_to_vector(
+                queries[i % len(queries)].tolist(), k=args.k, filters=filters, timeout=10
+            )
+            if reply.status.value != "ok":
+                raise RuntimeError(f"reply {reply.status}: {reply.reason} {reply.message}")
+            if i >= warmup:
+                latencies.append(time.perf_counter() - scheduled)
+        except RecallTimeout:
+            timeouts += 1
+            latencies.append(10.0)
+
+    try:
+        # The first request waits for the worker's group join and metadata.
+        client.similar_to_vector(queries[0].tolist(), k=args.k, timeout=60)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            t0 = time.perf_counter()
+            for i in range(warmup + total):
+                scheduled = t0 + i * interval
+                delay = scheduled - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                pool.submit(one, i, scheduled)
+                if i > warmup and (i - warmup) % int(args.rate * 5) == 0:
+                    log(f"  recall: {i - warmup:,}/{total:,} sent")
+    finally:
+        client.close()
+    result = percentiles(latencies)
+    result["timeouts"] = timeouts
+    result["send_lag_p50_ms"] = float(np.percentile(lags, 50) * 1000)
+    return result
 
 
 async def recall_phase(settings: RecallSettings, queries: np.ndarray, args) -> dict[str, float]:
@@ -144,8 +210,12 @@ async def recall_phase(settings: RecallSettings, queries: np.ndarray, args) -> d
     filters = {"categories": ["shoes", "bags"]} if args.filtered else None
     warmup = int(args.rate * args.warmup)
 
+    lags: list[float] = []
+
     async def one(i: int, scheduled: float) -> None:
         nonlocal timeouts
+        if i >= warmup:
+            lags.append(time.perf_counter() - scheduled)
         try:
             reply = await client.similar_to_vector(
                 queries[i % len(queries)].tolist(), k=args.k, filters=filters, timeout=10
@@ -176,7 +246,13 @@ async def recall_phase(settings: RecallSettings, queries: np.ndarray, args) -> d
         await client.aclose()
     result = percentiles(latencies)
     result["timeouts"] = timeouts
+    result["send_lag_p50_ms"] = float(np.percentile(lags, 50) * 1000)
     return result
+
+
+def recall_phase_name(client_kind: str, args) -> str:
+    """``recall`` for the first (or only) client, ``recall_<kind>`` for the others."""
+    return "recall" if client_kind == args.client.split(",")[0] else f"recall_{client_kind}"
 
 
 class KindEndpoint:
@@ -319,11 +395,20 @@ def run_kind(kind: str, args, infra) -> dict:
         before = {name: process_cpu_s(pids) for name, pids in parts.items()}
         result["direct"] = direct_phase(client, layout, queries, args, consistency)
         result["direct"]["cpu_ms_per_request"] = cpu_per_request(before)
-        log(f"[{kind}] recall round trip over Kafka: {args.rate:g}/s for {args.duration:g} s")
-        before = {name: process_cpu_s(pids) for name, pids in parts.items()}
-        result["recall"] = asyncio.run(recall_phase(settings, queries, args))
-        result["recall"]["cpu_ms_per_request"] = cpu_per_request(before)
-        result["kafka_overhead_p50_ms"] = result["recall"]["p50_ms"] - result["direct"]["p50_ms"]
+        for client_kind in args.client.split(","):
+            phase = recall_phase_name(client_kind, args)
+            log(
+                f"[{kind}] recall round trip over Kafka ({client_kind} client): "
+                f"{args.rate:g}/s for {args.duration:g} s"
+            )
+            before = {name: process_cpu_s(pids) for name, pids in parts.items()}
+            if client_kind == "async":
+                result[phase] = asyncio.run(recall_phase(settings, queries, args))
+            else:
+                result[phase] = recall_phase_threads(settings, queries, args)
+            result[phase]["cpu_ms_per_request"] = cpu_per_request(before)
+        first = recall_phase_name(args.client.split(",")[0], args)
+        result["kafka_overhead_p50_ms"] = result[first]["p50_ms"] - result["direct"]["p50_ms"]
     finally:
         for worker in workers:
             worker.terminate()
@@ -361,9 +446,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers", type=int, default=1, help="recall worker replicas (one consumer group)"
     )
+    parser.add_argument(
+        "--client",
+        default="async",
+        help="recall phase load generator(s), comma-separated: threads (RecallClient from 8 "
+        "threads, as the direct phase), async (AsyncRecallClient on one event loop); the "
+        "first one's phase is `recall`, the Kafka overhead is computed from it",
+    )
     parser.add_argument("--json", type=Path, help="write the results here as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the collections and topics")
     args = parser.parse_args(argv)
+    if not set(args.client.split(",")) <= {"threads", "async"}:
+        parser.error("--client: threads, async or both, comma-separated")
 
     from vitrine.settings import InfraSettings
 
@@ -382,26 +476,29 @@ def main(argv: list[str] | None = None) -> int:
         "filtered": args.filtered,
         "kafka_brokers": infra.kafka_brokers,
         "recall_workers": args.workers,
+        "recall_client": args.client,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
         "load_average_at_end": os.getloadavg(),
     }
     print(
-        f"{'kind':7} {'phase':8} {'n':>6} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
+        f"{'kind':7} {'phase':13} {'n':>6} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
         f"{'max ms':>8} {'timeouts':>8}"
     )
+    phases = ["direct", *(recall_phase_name(c, args) for c in args.client.split(","))]
     for kind in args.kinds.split(","):
         r = results[kind]
-        for phase in ("direct", "recall"):
+        for phase in phases:
             p = r[phase]  # type: ignore[index]
             print(
-                f"{kind:7} {phase:8} {p['n']:6d} {p['p50_ms']:8.2f} {p['p90_ms']:8.2f} "
+                f"{kind:7} {phase:13} {p['n']:6d} {p['p50_ms']:8.2f} {p['p90_ms']:8.2f} "
                 f"{p['p99_ms']:8.2f} {p['max_ms']:8.2f} {p.get('timeouts', 0):8d}"
             )
     for kind in args.kinds.split(","):
-        for phase in ("direct", "recall"):
+        for phase in phases:
             cpu = results[kind][phase]["cpu_ms_per_request"]  # type: ignore[index]
             shares = ", ".join(f"{name} {ms:.2f}" for name, ms in cpu.items())
-            print(f"{kind} {phase}: CPU ms per request: {shares}")
+            lag = results[kind][phase]["send_lag_p50_ms"]  # type: ignore[index]
+            print(f"{kind} {phase}: sender lag p50 {lag:.2f} ms; CPU ms per request: {shares}")
     for kind in args.kinds.split(","):
         r = results[kind]
         idx = r["index"]  # type: ignore[index]
