@@ -3,8 +3,9 @@
 Writes N catalogue entries (rendered product photos of --image-size px, served on loopback by
 a separate process) to a fresh state topic, starts a rollout into a new collection and times
 the job until it has caught up (read, version check, fetch + sha256, decode, encode, upsert,
-commit). In the same process and run it times the encoder alone on the same covers and titles,
-before and after the bulk (averaged): the towers on preprocessed tensors (as
+commit); the rate is taken from the first durable batch to the end (the whole run's, start-up
+included, is printed too). In the same process and run it times the encoder alone on the same
+covers and titles, before and after the bulk (averaged): the towers on preprocessed tensors (as
 bench_pipeline.py does), and preprocessing + towers from the bytes. Each figure is also given
 per CPU-second of this process (the bulk's own work: Kafka client, fetching, hashing, decoding,
 towers, Milvus client), which moves far less than wall-clock rates when other work shares the
@@ -211,7 +212,12 @@ def main() -> int:
         server.terminate()
         server.wait(10)
         shutil.rmtree(scratch, ignore_errors=True)
-    bulk = summary.encoded / summary.seconds if summary.seconds else 0.0
+    whole = summary.encoded / summary.seconds if summary.seconds else 0.0
+    # The bulk's rate: from its first durable batch to the end. Start-up (the model loaded in
+    # the towers' process, the state's consumer group joined, the first covers fetched) is a
+    # fixed cost, a few seconds per run, that a catalogue of any real size does not notice;
+    # on this benchmark's 2,000 listings it is a fifth of the run. Both figures are reported.
+    bulk = summary.steady_rate or whole
     report = {
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.python_version()}",
         "model": encoder.manifest.model_version,
@@ -219,7 +225,12 @@ def main() -> int:
         "encoded": summary.encoded,
         "outcomes": dict(summary.outcomes),
         "bulk_seconds": round(summary.seconds, 2),
+        "startup_seconds": (
+            round(summary.first_write_s, 2) if summary.first_write_s is not None else None
+        ),
         "bulk_lps": round(bulk, 1),
+        "bulk_lps_whole_run": round(whole, 1),
+        "bulk_whole_run_to_towers": round(whole / towers, 3) if towers else None,
         "towers_only_lps": round(towers, 1),
         "towers_only_lps_before_after": [round(before[0][0], 1), round(after[0][0], 1)],
         "decode_and_towers_lps": round(full, 1),
@@ -237,7 +248,9 @@ def main() -> int:
         "image_px": args.image_size,
     }
     print(
-        f"bulk: {summary.encoded} listings in {summary.seconds:.1f} s = {bulk:.1f} listings/s\n"
+        f"bulk: {summary.encoded} listings in {summary.seconds:.1f} s = {whole:.1f} listings/s "
+        f"(bulk/towers {report['bulk_whole_run_to_towers']}), of which start-up "
+        f"{report['startup_seconds']} s; after the first batch {bulk:.1f} listings/s\n"
         f"encoder, towers only: {towers:.1f} listings/s (bulk/towers {report['bulk_to_towers']})\n"
         f"encoder, decode + towers: {full:.1f} listings/s "
         f"(bulk/that {report['bulk_to_decode_and_towers']})\n"

@@ -89,11 +89,23 @@ class JobSummary:
     records: int = 0
     seconds: float = 0.0
     bulk_done: bool = False
+    # When the first batch was durable (seconds into the run) and the listings it wrote: what
+    # came before is start-up (model load, group join, the first covers), not throughput.
+    first_write_s: float | None = None
+    first_write_encoded: int = 0
 
     @property
     def encoded(self) -> int:
         """Listings encoded and written by this run."""
         return self.outcomes["written"]
+
+    @property
+    def steady_rate(self) -> float | None:
+        """Listings written per second after the first batch (None before a second one)."""
+        if self.first_write_s is None:
+            return None
+        span, done = self.seconds - self.first_write_s, self.encoded - self.first_write_encoded
+        return done / span if span > 0 and done > 0 else None
 
     def to_json(self) -> str:
         """One line for scripts and tests."""
@@ -104,6 +116,9 @@ class JobSummary:
                 "outcomes": dict(self.outcomes),
                 "seconds": round(self.seconds, 3),
                 "bulk_done": self.bulk_done,
+                "startup_seconds": (
+                    round(self.first_write_s, 3) if self.first_write_s is not None else None
+                ),
             },
             sort_keys=True,
         )
@@ -129,6 +144,7 @@ class RolloutJob:
         self._report = report or _report_line
         self._stop = asyncio.Event()
         self._stores_covers = True
+        self._started = time.monotonic()
 
     def request_stop(self) -> None:
         """Return soon: batches not yet committed are dropped (a restart re-reads them and
@@ -139,7 +155,7 @@ class RolloutJob:
         """Process the state until stopped (or, ``until_caught_up``, its end as it is when the
         job has processed everything before it)."""
         settings, rollout = self.settings, self.rollout
-        started = time.monotonic()
+        started = self._started = time.monotonic()
         # Decoding, the towers and Milvus each get their own threads: the towers of one batch
         # run while the covers of the next are decoded, never queued behind them.
         runner = BlockingRunner(settings.encode_threads, name="vitrine-rollout-decode")
@@ -401,6 +417,9 @@ class RolloutJob:
             metrics.STAGE_DURATION.labels(stage="write").observe(time.perf_counter() - started)
             self._count("deleted", len(batch.deletes))
             self._count("written", len(rows))
+            if self.summary.first_write_s is None and rows:
+                self.summary.first_write_s = time.monotonic() - self._started
+                self.summary.first_write_encoded = self.summary.encoded
             await kafka.run(tail.commit, plan.committable(batch.records))
             self.summary.records += len(batch.records)
             metrics.progressed()

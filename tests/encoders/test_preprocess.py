@@ -160,3 +160,26 @@ def test_image_spec_round_trips_and_validates() -> None:
     assert ImageSpec.from_dict(SPEC.to_dict()) == SPEC
     with pytest.raises(ValueError):
         ImageSpec(size=64, resize=32)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        SPEC,  # ImageNet mean and std
+        ImageSpec(size=16, resize=16, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+        ImageSpec(size=16, resize=16, mean=(0.1, 0.7, 0.33), std=(0.9, 0.013, 2.5)),
+    ],
+)
+def test_to_tensor_lookup_equals_the_arithmetic_to_the_bit(spec: ImageSpec) -> None:
+    from encoders.preprocess import to_tensor
+
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (spec.size, spec.size, 3), dtype=np.uint8)
+    pixels[0, :3] = [[0, 0, 0], [255, 255, 255], [127, 128, 1]]  # the table's ends
+    expected = (
+        pixels.astype(np.float32) * np.float32(1.0 / 255.0) - np.asarray(spec.mean, np.float32)
+    ) / np.asarray(spec.std, np.float32)
+    got = to_tensor(Image.fromarray(pixels), spec)
+    assert got.dtype == np.float32 and got.shape == (3, spec.size, spec.size)
+    assert got.flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(got, expected.transpose(2, 0, 1))
