@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 VERSION_TABLE = "listing-versions"
 RESEEK_AFTER_S = 2.0
+SEEK_TIMEOUT_S = 10.0
 LAG_EVERY_S = 1.0
 LAG_TIMEOUT_S = 5.0
 
@@ -141,7 +142,14 @@ class Embedder:
         metrics.SEEKS_BACK.inc()
         log.warning("%s: offsets from %d were fetched but not delivered; seeking back", key, offset)
         try:
-            await self.kafka.seek(key, offset)
+            # Bounded: the seek runs on faust's consumer thread, and waiting on it for long
+            # (faust's own limit is its 90 s request timeout) would hold up the caller — the
+            # intake agent or the commit tick — and with it every partition. A seek that did
+            # not finish is tried again by the tick while the hole stays open.
+            await asyncio.wait_for(self.kafka.seek(key, offset), SEEK_TIMEOUT_S)
+        except TimeoutError:
+            metrics.SEEKS_BACK_TIMED_OUT.inc()
+            log.warning("seek of %s to %d did not finish in %.0f s", key, offset, SEEK_TIMEOUT_S)
         except Exception as exc:  # revoked meanwhile: its next owner starts from the commit
             log.warning("seek of %s to %d failed: %r", key, offset, exc)
 

@@ -70,6 +70,10 @@ SEEKS_BACK = Counter(
     "vitrine_embedder_seeks_back_total",
     "Seeks back to offsets the consumer fetched but never delivered (streams/ledger.py).",
 )
+SEEKS_BACK_TIMED_OUT = Counter(
+    "vitrine_embedder_seeks_back_timed_out_total",
+    "Seeks back that faust's consumer thread did not finish within 10 s (tried again).",
+)
 IN_FLIGHT = Gauge("vitrine_embedder_in_flight_events", "Events received and not yet finished.")
 HEARTBEAT = Gauge(
     "vitrine_embedder_heartbeat_timestamp_seconds",

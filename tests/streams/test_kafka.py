@@ -186,3 +186,36 @@ def test_offsets_of_partitions_no_longer_assigned_are_not_committed() -> None:
     accepted = asyncio.run(seam.commit({("ev", 0): 5, ("ev", 1): 7}))
     assert accepted == {("ev", 1): 7}
     assert [(tp.partition, m.offset) for tp, m in client.committed[0].items()] == [(1, 7)]
+
+
+def test_a_seek_back_that_hangs_is_given_up_and_tried_again(monkeypatch) -> None:
+    """A seek on faust's consumer thread that never finishes must not hold up its caller (the
+    intake agent or the commit tick, and with them every partition): it is abandoned after
+    SEEK_TIMEOUT_S and the tick seeks again while the hole stays open."""
+    from streams import app as app_module
+    from streams import metrics
+
+    calls: list[tuple[tuple[str, int], int]] = []
+
+    class HangingSeam:
+        async def seek(self, key: tuple[str, int], offset: int) -> None:
+            calls.append((key, offset))
+            await asyncio.Event().wait()  # never set
+
+    monkeypatch.setattr(app_module, "SEEK_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(app_module, "RESEEK_AFTER_S", 0.0)
+    embedder = Embedder(_settings())
+    embedder.kafka = HangingSeam()  # type: ignore[assignment]
+    ledger = embedder.ledger
+    ledger.start("ev", 0, 0)
+    ledger.register("ev", 0, 2)  # offsets 0 and 1 were fetched but never delivered
+    assert ledger.holes() == {("ev", 0): 0}
+    before = metrics.SEEKS_BACK_TIMED_OUT._value.get()
+
+    async def run() -> None:
+        await asyncio.wait_for(embedder._seek_back(("ev", 0), 0), 5)
+        await asyncio.wait_for(embedder._reseek_holes(), 5)
+
+    asyncio.run(run())
+    assert calls == [(("ev", 0), 0), (("ev", 0), 0)]
+    assert metrics.SEEKS_BACK_TIMED_OUT._value.get() == before + 2
