@@ -308,6 +308,7 @@ def run_rollout(
         # Every listing missing or behind is encoded; beyond them only intermediate versions
         # of updated listings that the state still held in order.
         assert todo <= summary["encoded"] <= todo + stream.sent, (summary, todo)
+        assert 0 < summary["startup_seconds"] <= summary["seconds"], summary
         # What the candidate held at its newest version was not written (so not encoded) again.
         behind = set(left.behind)
         finished = [lid for lid in held if lid not in behind]
