@@ -206,7 +206,11 @@ class CpuMeter:
 def service_pids(home: Path) -> dict[str, int]:
     """The local broker's and Milvus server's pids, from `vitrine infra` pid files."""
     pids = {}
-    for name, folder in (("kafka broker", "kafka"), ("milvus-lite server", "milvus")):
+    for name, folder in (
+        ("kafka broker", "kafka"),
+        ("milvus-lite server", "milvus"),
+        ("milvus server", "milvus-server"),
+    ):
         for pid_file in sorted((home / folder).glob("*.pid"))[:1]:
             with contextlib.suppress(OSError, ValueError):
                 pids[name] = int(pid_file.read_text().strip())
@@ -284,6 +288,10 @@ def preload_collection(settings: VitrineSettings, model_dir: Path, rows: int) ->
         layout, _vectors, index = preload.preload(client, layout, rows)
     finally:
         client.close()
+    milvus = [pid for name, pid in service_pids(settings.home).items() if "milvus" in name]
+    if milvus:
+        waited = preload.wait_until_idle(milvus)
+        preload.log(f"Milvus idle {waited:.0f} s after the index was built")
     keep = ("index_type", "M", "efConstruction", "nlist", "seconds_to_build_and_load")
     return {"rows": rows, **{k: v for k, v in index.items() if k in keep}}
 

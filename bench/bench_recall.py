@@ -60,19 +60,7 @@ from vitrine.settings import load  # noqa: E402
 from vitrine.vectorstore import CollectionLayout, search_params  # noqa: E402
 
 log = preload_module.log
-
-
-def process_cpu_s(pids: list[int]) -> float:
-    """CPU seconds (user + system) the processes have used so far; gone ones count 0."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+process_cpu_s = preload_module.process_cpu_s
 
 
 def percentiles(latencies_s: list[float]) -> dict[str, float]:
@@ -285,24 +273,15 @@ class KindEndpoint:
         log(f"  answering after {time.monotonic() - started:.1f} s")
         self.uri = own.milvus_endpoint
 
-    def settle(self, quiet_cores: float = 0.15, quiet_s: int = 3, limit_s: float = 180.0) -> None:
-        """Wait until the Milvus process is idle: after a bulk insert a server keeps compacting
-        segments and building their indexes for a while, and a search phase that starts during
-        that measures the background work (direct p99 200+ ms against 9 ms once quiet)."""
+    def settle(self) -> None:
+        """Wait until the Milvus process is idle (``preload.wait_until_idle``)."""
         pids = self.service.pids() if self.service is not None else []
         if not pids:
             log(f"[{self.kind}] not a local process: settling for 10 s")
             time.sleep(10)
             return
-        started = time.monotonic()
-        quiet = 0
-        last = process_cpu_s(pids)
-        while quiet < quiet_s and time.monotonic() - started < limit_s:
-            time.sleep(1.0)
-            now = process_cpu_s(pids)
-            quiet = quiet + 1 if now - last < quiet_cores else 0
-            last = now
-        log(f"[{self.kind}] Milvus idle after {time.monotonic() - started:.0f} s")
+        waited = preload_module.wait_until_idle(pids)
+        log(f"[{self.kind}] Milvus idle after {waited:.0f} s")
 
     def close(self) -> None:
         if self.local is not None:
