@@ -203,7 +203,11 @@ class Embedder:
         encoder = self.encoder
         shared_dim = encoder.manifest.shared_space.get("dim") if encoder.has_shared_space else None
         sink = MilvusSink.for_settings(
-            settings, encoder.manifest.embedding_dim, runner, shared_dim=shared_dim
+            settings,
+            encoder.manifest.embedding_dim,
+            runner,
+            shared_dim=shared_dim,
+            sole_writer=follower.sole_writer,
         )
         await sink.open()
         fetcher = ImageFetcher(settings)

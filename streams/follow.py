@@ -207,6 +207,12 @@ class StreamFollower:
         self.writing = Writing(self.settings.milvus_collection, model)
         metrics.MODEL.labels(collection=self.writing.collection, model_version=model).set(1)
 
+    @property
+    def sole_writer(self) -> bool:
+        """Whether the replicas alone write the collection started with: not while the
+        stream record's rollout job still feeds it."""
+        return self.stream is None or handover.catch_up_group(self.stream, self.rollout) is None
+
     def _settings_for(self, stream: StreamRecord) -> EmbedderSettings:
         return self.settings.model_copy(
             update={"milvus_collection": stream.collection, "model_dir": Path(stream.model_dir)}
@@ -349,7 +355,11 @@ class StreamFollower:
         manifest = encoder.manifest
         shared = manifest.shared_space.get("dim") if encoder.has_shared_space else None
         sink = MilvusSink.for_settings(
-            settings, manifest.embedding_dim, self.runner, shared_dim=shared
+            settings,
+            manifest.embedding_dim,
+            self.runner,
+            shared_dim=shared,
+            sole_writer=handover.catch_up_group(stream, self.rollout) is None,
         )
         try:
             await sink.open()  # retried while Milvus fails; the collection exists (checked)

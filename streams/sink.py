@@ -98,6 +98,8 @@ class MilvusSink:
         runner: BlockingRunner,
         backoff_s: float,
         backoff_max_s: float,
+        *,
+        sole_writer: bool = True,
     ) -> None:
         self._factory = client_factory
         self._layout = layout
@@ -108,21 +110,32 @@ class MilvusSink:
         self.stopping = False
         #: Whether the collection has the cover-vector field (known after :meth:`open`).
         self.stores_covers = layout.shared_dim is not None
-        #: New listings are inserted, not upserted (milvus-lite: see ``write_rows``).
-        self.insert_absent = layout.index_type == "FLAT"
+        #: New listings are inserted, not upserted (milvus-lite: see ``write_rows``) — only
+        #: while nothing else writes the collection: a query-then-insert racing another
+        #: writer's upsert of the same listing would leave two rows with its id.
+        self.insert_absent = layout.index_type == "FLAT" and sole_writer
 
     @classmethod
     def for_settings(
-        cls, settings: Any, dim: int, runner: BlockingRunner, shared_dim: int | None = None
+        cls,
+        settings: Any,
+        dim: int,
+        runner: BlockingRunner,
+        shared_dim: int | None = None,
+        *,
+        sole_writer: bool = True,
     ) -> MilvusSink:
         """A sink on the configured Milvus and collection; ``shared_dim``: the model's shared
-        image-title space, whose cover vectors a new collection stores too."""
+        image-title space, whose cover vectors a new collection stores too; ``sole_writer``:
+        whether the embedder's replicas are the collection's only writers (not so while a
+        rollout job still feeds the candidate they write)."""
         return cls(
             lambda: connect(settings),
             CollectionLayout.for_settings(settings, dim, shared_dim),
             runner,
             settings.milvus_backoff_s,
             settings.milvus_backoff_max_s,
+            sole_writer=sole_writer,
         )
 
     async def open(self) -> None:

@@ -287,8 +287,9 @@ def write_rows(
     inserted, only the others upserted. milvus-lite runs an upsert as a delete that scans the
     whole collection (~0.2 s per call and 0.2 s of its CPU at 100k rows, whatever the number
     of rows), an id query costs ~4 ms there. Only for a collection with one writer per listing
-    (the embedder's partitions, the rollout job's candidate): the query and the insert are
-    not one atomic step.
+    (the embedder's partitions, while no rollout job feeds the same collection): the query
+    and the insert are not one atomic step, and an insert racing another writer's upsert of
+    the same id leaves two rows with it.
     """
     if not rows:
         return 0, None

@@ -150,3 +150,34 @@ def test_start_waits_for_milvus_to_check_the_stream_records_collection(monkeypat
 
 async def _no_wait(_seconds: float) -> None:
     return None
+
+
+def test_replicas_insert_new_listings_only_while_no_rollout_job_writes_their_collection() -> None:
+    """milvus-lite's query-then-insert for new listings is only safe for a sole writer: while
+    the rollout job still feeds the candidate the stream record names, the replicas upsert."""
+    from schemas import RolloutPhase
+    from streams import follow
+    from streams.executor import BlockingRunner
+    from streams.sink import MilvusSink
+    from tests.streams.test_handover import rollout, stream
+
+    settings = load(EmbedderSettings, app_id="emb", instance_id="r-1", metrics_port=0)
+    follower = follow.StreamFollower(settings, "emb.r-1")
+    assert follower.sole_writer  # no stream record: the live collection, replicas only
+    follower.stream = stream(collection="listings__m2", group="g")
+    follower.rollout = rollout(RolloutPhase.CUT_OVER)
+    assert not follower.sole_writer  # the job still writes listings__m2
+    follower.rollout = rollout(RolloutPhase.FINISHED)
+    assert follower.sole_writer  # finished: the job is gone
+    follower.stream = stream(collection="listings__m2", group=None)
+    follower.rollout = rollout(RolloutPhase.CUT_OVER)
+    assert follower.sole_writer  # nothing to wait for, nobody else named
+
+    runner = BlockingRunner(1)
+    try:
+        lite = load(EmbedderSettings, milvus_kind="lite", metrics_port=0)
+        alone = MilvusSink.for_settings(lite, 8, runner)
+        shared = MilvusSink.for_settings(lite, 8, runner, sole_writer=False)
+        assert alone.insert_absent and not shared.insert_absent
+    finally:
+        runner.close()
