@@ -39,6 +39,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -95,6 +96,27 @@ def measure_recall(
     return hits / (k * len(queries))
 
 
+def open_loop(
+    one: Callable[[int, float], None],
+    count: int,
+    interval: float,
+    progress: tuple[int, int] | None = None,
+) -> None:
+    """Call ``one(i, scheduled)`` every ``interval`` seconds from a pool of 8 threads, open
+    loop (a slow call never delays the next send); ``progress`` = (uncounted warm-up
+    requests, log every N)."""
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        t0 = time.perf_counter()
+        for i in range(count):
+            scheduled = t0 + i * interval
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            pool.submit(one, i, scheduled)
+            if progress is not None and i > progress[0] and (i - progress[0]) % progress[1] == 0:
+                log(f"  recall: {i - progress[0]:,}/{count - progress[0]:,} sent")
+
+
 def direct_phase(
     client, layout: CollectionLayout, queries: np.ndarray, args, consistency: str
 ) -> dict[str, float]:
@@ -123,14 +145,7 @@ def direct_phase(
         if i >= warmup:  # the first --warmup seconds warm connections and caches, uncounted
             latencies.append(time.perf_counter() - scheduled)
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        t0 = time.perf_counter()
-        for i in range(warmup + total):
-            scheduled = t0 + i * interval
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            pool.submit(one, i, scheduled)
+    open_loop(one, warmup + total, interval)
     result = percentiles(latencies)
     result["send_lag_p50_ms"] = float(np.percentile(lags, 50) * 1000)
     return result
@@ -171,16 +186,7 @@ def recall_phase_threads(settings: RecallSettings, queries: np.ndarray, args) ->
     try:
         # The first request waits for the worker's group join and metadata.
         client.similar_to_vector(queries[0].tolist(), k=args.k, timeout=60)
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            t0 = time.perf_counter()
-            for i in range(warmup + total):
-                scheduled = t0 + i * interval
-                delay = scheduled - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                pool.submit(one, i, scheduled)
-                if i > warmup and (i - warmup) % int(args.rate * 5) == 0:
-                    log(f"  recall: {i - warmup:,}/{total:,} sent")
+        open_loop(one, warmup + total, interval, progress=(warmup, int(args.rate * 5)))
     finally:
         client.close()
     result = percentiles(latencies)
