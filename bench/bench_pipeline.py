@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -55,6 +56,15 @@ from streams.settings import EmbedderSettings
 from vitrine.kafka_config import producer_config
 from vitrine.settings import VitrineSettings, load
 from vitrine.topics import ensure_topics
+
+# bench/ is not a package and may be off the import path: load the shared helpers by file.
+_spec = importlib.util.spec_from_file_location(
+    "bench_preload", Path(__file__).with_name("preload.py")
+)
+assert _spec is not None and _spec.loader is not None
+preload = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(preload)
+cpu_seconds = preload.cpu_seconds
 
 TITLE = "classic red sport car edition"
 
@@ -162,26 +172,6 @@ def reference(
     return result
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        tasks = Path(f"/proc/{pid}/task").iterdir()
-        found = [Path(t, "children").read_text().split() for t in tasks]
-    except OSError:
-        return []
-    return [int(child) for listed in found for child in listed]
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds so far of a process and its live descendants (the embedder's
-    towers run in a child process), Linux /proc; None if unreadable."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return own + sum(cpu_seconds(child) or 0.0 for child in _children(pid))
-
-
 class CpuMeter:
     """CPU seconds spent by each process of the run (embedder, broker, Milvus, this one)."""
 
@@ -268,16 +258,8 @@ def summarise(results: list[dict[str, Any]], started: float) -> dict[str, Any]:
 def preload_collection(settings: VitrineSettings, model_dir: Path, rows: int) -> dict:
     """Create the benchmark's collection as the embedder would and store ``rows`` clustered
     rows in it, indexed and loaded (bench/preload.py); return what was built."""
-    import importlib.util
-
     from vitrine.vectorstore import CollectionLayout, connect
 
-    spec = importlib.util.spec_from_file_location(
-        "bench_preload", Path(__file__).with_name("preload.py")
-    )
-    assert spec is not None and spec.loader is not None
-    preload = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(preload)
     encoder = Encoder.load(model_dir)  # the dimensions as the embedder reads them
     manifest = encoder.manifest
     shared = manifest.shared_space.get("dim") if encoder.has_shared_space else None

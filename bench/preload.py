@@ -38,17 +38,29 @@ CLUSTERS = 2000
 SPREAD = 0.5
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        tasks = Path(f"/proc/{pid}/task").iterdir()
+        found = [Path(t, "children").read_text().split() for t in tasks]
+    except OSError:
+        return []
+    return [int(child) for listed in found for child in listed]
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds so far of a process and its live descendants (the embedder's
+    towers run in a child process), Linux /proc; None if unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(child) or 0.0 for child in _children(pid))
+
+
 def process_cpu_s(pids: list[int]) -> float:
-    """CPU seconds (user + system) the processes have used so far; gone ones count 0."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+    """CPU seconds the processes (and their descendants) have used so far; gone ones count 0."""
+    return sum(cpu_seconds(pid) or 0.0 for pid in pids)
 
 
 def wait_until_idle(
