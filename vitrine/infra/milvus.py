@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess  # noqa: F401  (tests patch vitrine.infra.milvus.subprocess.Popen)
 import urllib.request
 import warnings
@@ -56,6 +57,24 @@ listen-peer-urls: http://127.0.0.1:{peer}
 initial-advertise-peer-urls: http://127.0.0.1:{peer}
 initial-cluster: default=http://127.0.0.1:{peer}
 """
+
+
+def bind_reusable(port: int) -> socket.socket | None:
+    """A listening socket on 127.0.0.1:``port`` with SO_REUSEADDR, or None if it is taken.
+
+    The ``milvus`` package checks each port by binding it without SO_REUSEADDR, so a port
+    still in TIME_WAIT from the previous server (for a minute after ``vitrine infra down``)
+    fails that check although the server itself, whose listeners reuse addresses, binds it.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+    except OSError:
+        sock.close()
+        return None
+    return sock
 
 
 def _probe_list_collections(uri: str, token: str, timeout_s: float) -> bool:
@@ -175,6 +194,7 @@ class MilvusStandalone(LocalService):
         config = milvus_package.MilvusServerConfig(
             data_dir=str(self.root), proxy_port=self.settings.milvus_port, **ports
         )
+        config.try_bind_port = bind_reusable  # as the server binds: a restart need not wait
         config.resolve()  # writes configs/milvus.yaml from the package's template
         milvus_package._initialize_data_files(str(self.root))  # unpacks bin/ once
         (self.root / "logs").mkdir(parents=True, exist_ok=True)

@@ -107,3 +107,34 @@ def test_a_local_server_keeps_to_its_own_ports(milvus: str, infra_settings: Infr
         with socket.create_connection(("127.0.0.1", port), timeout=5):
             pass  # the server's etcd answers there
     assert peer in service.ports()
+
+
+def test_a_port_left_in_time_wait_is_free_for_the_next_server() -> None:
+    """`vitrine infra down` then `up` at once: the old server's ports linger in TIME_WAIT."""
+    import socket
+
+    from vitrine.infra.milvus import bind_reusable
+
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    peer = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = listener.accept()
+    accepted.close()  # the server side closes first: its end waits in TIME_WAIT
+    peer.recv(1)
+    peer.close()
+    listener.close()
+    plain = socket.socket()
+    with pytest.raises(OSError):  # what the `milvus` package's own check does
+        plain.bind(("127.0.0.1", port))
+    plain.close()
+    sock = bind_reusable(port)
+    assert sock is not None
+    sock.close()
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    assert bind_reusable(taken.getsockname()[1]) is None  # a live listener still wins
+    taken.close()
