@@ -27,7 +27,8 @@ from .errors import SearchFailed
 log = logging.getLogger(__name__)
 
 #: Row fields a reply reads; always named, never "*" (milvus-lite 2.5.1 wants output_fields).
-HIT_FIELDS = ("listing_id", "mismatch_score", "category", "price", "currency", "model_version")
+#: The listing id is the primary key: every hit carries it without asking.
+HIT_FIELDS = ("mismatch_score", "category", "price", "currency", "model_version")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +97,13 @@ class MilvusIndex:
         *,
         consistency_level: str = "Bounded",
         timeout_s: float = 5.0,
+        quick: bool = True,
     ) -> None:
         self._client = client
         self._layout = layout
         self._consistency = consistency_level
         self._timeout = timeout_s
+        self._quick = QuickSearch.create(client) if quick else None
 
     @classmethod
     def open(
@@ -181,35 +184,153 @@ class MilvusIndex:
         """One Milvus search call for all ``vectors``, against the rows' ``field``."""
         if not vectors:
             return []
+        arguments: dict[str, Any] = {
+            "data": [list(v) for v in vectors],
+            "anns_field": field,
+            "limit": limit,
+            "output_fields": list(HIT_FIELDS),
+            "search_params": search_params(self._layout, limit),
+            "timeout": self._timeout,
+            **consistency(self._consistency, write_token),
+        }
+        if self._quick is not None:
+            try:
+                return self._quick.search(self._layout.name, expression, arguments)
+            except Exception as exc:
+                self._quick_failed(exc)  # raises for a timeout; else pymilvus's path below
         try:
-            results = self._client.search(
-                self._layout.name,
-                data=[list(v) for v in vectors],
-                anns_field=field,
-                filter=expression,
-                limit=limit,
-                output_fields=list(HIT_FIELDS),
-                search_params=search_params(self._layout, limit),
-                timeout=self._timeout,
-                **consistency(self._consistency, write_token),
-            )
+            results = self._client.search(self._layout.name, filter=expression, **arguments)
         except Exception as exc:
             raise SearchFailed(f"search failed: {exc}", reason="milvus_search_failed") from exc
-        out: list[list[Hit]] = []
-        for hits in results:
-            row_hits = []
-            for hit in hits:
-                entity = hit.get("entity", {})
-                row_hits.append(
-                    Hit(
-                        listing_id=str(hit.get("id", entity.get("listing_id"))),
-                        score=float(hit["distance"]),
-                        mismatch_score=entity.get("mismatch_score"),
-                        category=entity.get("category"),
-                        price=entity.get("price"),
-                        currency=entity.get("currency"),
-                        model_version=entity.get("model_version"),
-                    )
+        return hits_of(results)
+
+    def _quick_failed(self, exc: Exception) -> None:
+        """A quick search failed: a timeout is final (another try would double the wait), an
+        RPC or server error goes to pymilvus's path (which retries and names it), anything
+        else means the quick path does not fit this Milvus and it is not used again."""
+        import grpc
+
+        if isinstance(exc, grpc.RpcError):
+            if getattr(exc, "code", lambda: None)() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise SearchFailed(f"search failed: {exc}", reason="milvus_search_failed") from exc
+            return
+        if type(exc).__name__ == "MilvusException":
+            return
+        log.warning("quick search path off for %s: %s", self._layout.name, exc)
+        self._quick = None
+
+
+class QuickSearch:
+    """A search RPC without pymilvus's per-call Python: its request builder, the connection's
+    gRPC stub, and the hits read straight from the reply's columns.
+
+    ``MilvusClient.search`` spends ~0.85 ms of client CPU on a 10-hit search (100k rows, Milvus
+    standalone): 0.35 ms in the RPC, ~0.3 ms decoding each cell through pymilvus's generic type
+    dispatch, the rest in decorators and argument checks; this path spends ~0.4 ms, and that
+    Python runs on the recall round trip's critical path. It uses pymilvus internals of the
+    pinned 2.6 line (``_get_connection``, ``_stub``, ``Prepare``), so :meth:`create` returns
+    None when they are missing and every failure falls back to ``MilvusClient.search``, which
+    retries and names the error. Replies with nullable columns are left to pymilvus.
+    """
+
+    def __init__(self, handler: Any, prepare: Any, guarantee: Any, check: Any) -> None:
+        self._handler = handler
+        self._prepare = prepare
+        self._guarantee = guarantee
+        self._check = check
+
+    @classmethod
+    def create(cls, client: Any) -> QuickSearch | None:
+        """The quick path over ``client``'s connection, or None where pymilvus lacks it."""
+        try:
+            from pymilvus.client.prepare import Prepare
+            from pymilvus.client.ts_utils import construct_guarantee_ts
+            from pymilvus.client.utils import check_status
+
+            handler = client._get_connection()
+            handler._stub.Search  # noqa: B018  (present, or AttributeError)
+            handler.server_address  # noqa: B018
+        except Exception:  # any other pymilvus: the public path only
+            return None
+        return cls(handler, Prepare.search_requests_with_expr, construct_guarantee_ts, check_status)
+
+    def search(
+        self, collection: str, expression: str, arguments: dict[str, Any]
+    ) -> list[list[Hit]]:
+        """``MilvusClient.search(collection, filter=expression, **arguments)``, as hits."""
+        kwargs = dict(arguments)
+        timeout = kwargs.pop("timeout")
+        param = kwargs.pop("search_params")
+        use_default = self._guarantee(collection, kwargs, self._handler.server_address, "")
+        request = self._prepare(
+            collection_name=collection,
+            param=param,
+            expr=expression,
+            partition_names=None,
+            round_decimal=-1,
+            use_default_consistency=use_default,
+            **kwargs,
+        )
+        response = self._handler._stub.Search(request, timeout=timeout)
+        self._check(response.status)
+        return read_hits(response.results)
+
+
+def hits_of(results: Any) -> list[list[Hit]]:
+    """The hits of ``MilvusClient.search``'s answer, per query vector (pure)."""
+    out: list[list[Hit]] = []
+    for hits in results:
+        row_hits = []
+        for hit in hits:
+            entity = hit.get("entity", {})
+            row_hits.append(
+                Hit(
+                    listing_id=str(hit.get("id", entity.get("listing_id"))),
+                    score=float(hit["distance"]),
+                    mismatch_score=entity.get("mismatch_score"),
+                    category=entity.get("category"),
+                    price=entity.get("price"),
+                    currency=entity.get("currency"),
+                    model_version=entity.get("model_version"),
                 )
-            out.append(row_hits)
-        return out
+            )
+        out.append(row_hits)
+    return out
+
+
+def read_hits(results: Any) -> list[list[Hit]]:
+    """The hits of a ``SearchResultData`` message, per query vector (pure)."""
+    ids = results.ids.str_id.data if results.ids.HasField("str_id") else results.ids.int_id.data
+    columns: dict[str, Any] = {}
+    for column in results.fields_data:
+        if len(column.valid_data):
+            raise ValueError(f"column {column.field_name} is nullable")
+        kind = column.scalars.WhichOneof("data")
+        if kind is None:
+            raise ValueError(f"column {column.field_name} is not scalar")
+        columns[column.field_name] = getattr(column.scalars, kind).data
+    missing = [name for name in HIT_FIELDS if name not in columns]
+    if missing:
+        raise ValueError(f"reply lacks {', '.join(missing)}")
+    scores = results.scores
+    mismatch, category, price = columns["mismatch_score"], columns["category"], columns["price"]
+    currency, model = columns["currency"], columns["model_version"]
+    out: list[list[Hit]] = []
+    start = 0
+    for count in results.topks:
+        out.append(
+            [
+                Hit(
+                    listing_id=str(ids[j]),
+                    score=float(scores[j]),
+                    mismatch_score=mismatch[j],
+                    category=category[j],
+                    price=price[j],
+                    currency=currency[j],
+                    model_version=model[j],
+                )
+                for j in range(start, start + count)
+            ]
+        )
+        start += count
+    return out
