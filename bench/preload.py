@@ -47,20 +47,23 @@ def _children(pid: int) -> list[int]:
     return [int(child) for listed in found for child in listed]
 
 
-def cpu_seconds(pid: int) -> float | None:
+def cpu_seconds(pid: int, skip: frozenset[int] = frozenset()) -> float | None:
     """User + system CPU seconds so far of a process and its live descendants (the embedder's
-    towers run in a child process), Linux /proc; None if unreadable."""
+    towers run in a child process) other than those in ``skip`` (accounted apart), Linux
+    /proc; None if unreadable."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
     own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return own + sum(cpu_seconds(child) or 0.0 for child in _children(pid))
+    children = [child for child in _children(pid) if child not in skip]
+    return own + sum(cpu_seconds(child, skip) or 0.0 for child in children)
 
 
-def process_cpu_s(pids: list[int]) -> float:
-    """CPU seconds the processes (and their descendants) have used so far; gone ones count 0."""
-    return sum(cpu_seconds(pid) or 0.0 for pid in pids)
+def process_cpu_s(pids: list[int], skip: frozenset[int] = frozenset()) -> float:
+    """CPU seconds the processes (and their descendants but ``skip``) have used so far; gone
+    ones count 0."""
+    return sum(cpu_seconds(pid, skip) or 0.0 for pid in pids)
 
 
 def wait_until_idle(
