@@ -17,7 +17,10 @@ counted from each request's scheduled send time, so a stall is not hidden by sen
      AsyncRecallClient on one event loop (`--client`).
 
 Before timing, it waits until the Milvus process is idle (a server compacts and indexes for a
-while after a bulk insert), and each phase starts with --warmup seconds of uncounted traffic.
+while after a bulk insert), and each phase starts with --warmup seconds of uncounted traffic;
+--kafka-warmup seconds of uncounted round trips come before the first recall phase of each kind
+(a broker started a moment ago used 2-3 times its later CPU per request in its first timed
+phase, with tails to match: its JIT compiling, most likely).
 The asyncio sender's timer wakes up 0.5-1 ms late (epoll waits in whole milliseconds), and that
 lag is inside its latencies; the threaded one is late by ~0.1 ms, as the direct phase's.
 
@@ -380,6 +383,13 @@ def run_kind(kind: str, args, infra) -> dict:
         before = {name: process_cpu_s(pids, apart) for name, pids in parts.items()}
         result["direct"] = direct_phase(client, layout, queries, args, consistency)
         result["direct"]["cpu_ms_per_request"] = cpu_per_request(before)
+        if args.kafka_warmup > 0:
+            # A broker started a moment ago used 2.7 ms of CPU per round trip in its first
+            # timed phase against 0.8-1.2 later (its JIT compiling, most likely), with tails
+            # to match.
+            log(f"[{kind}] warming the Kafka path up: {args.kafka_warmup:g} s, uncounted")
+            warm = argparse.Namespace(**{**vars(args), "duration": args.kafka_warmup, "warmup": 0})
+            recall_phase_threads(settings, queries, warm)
         for client_kind in args.client.split(","):
             phase = recall_phase_name(client_kind, args)
             log(
@@ -425,6 +435,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--warmup", type=float, default=3.0, help="seconds of traffic before each phase's timing"
     )
+    parser.add_argument(
+        "--kafka-warmup",
+        type=float,
+        default=15.0,
+        help="seconds of uncounted round trips before the first recall phase of each kind "
+        "(a broker started a moment ago costs more per request at first)",
+    )
     parser.add_argument("-k", type=int, default=10, help="results per request")
     parser.add_argument("--filtered", action="store_true", help="add a category filter")
     parser.add_argument("--batch", type=int, default=2000, help="rows per insert call")
@@ -458,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         "rate_per_s": args.rate,
         "duration_s": args.duration,
         "warmup_s": args.warmup,
+        "kafka_warmup_s": args.kafka_warmup,
         "k": args.k,
         "filtered": args.filtered,
         "kafka_brokers": infra.kafka_brokers,
