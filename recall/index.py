@@ -233,8 +233,8 @@ class QuickSearch:
     retries and names the error. Replies with nullable columns are left to pymilvus.
     """
 
-    def __init__(self, handler: Any, prepare: Any, guarantee: Any, check: Any) -> None:
-        self._handler = handler
+    def __init__(self, client: Any, prepare: Any, guarantee: Any, check: Any) -> None:
+        self._client = client
         self._prepare = prepare
         self._guarantee = guarantee
         self._check = check
@@ -252,7 +252,7 @@ class QuickSearch:
             handler.server_address  # noqa: B018
         except Exception:  # any other pymilvus: the public path only
             return None
-        return cls(handler, Prepare.search_requests_with_expr, construct_guarantee_ts, check_status)
+        return cls(client, Prepare.search_requests_with_expr, construct_guarantee_ts, check_status)
 
     def search(
         self, collection: str, expression: str, arguments: dict[str, Any]
@@ -261,7 +261,8 @@ class QuickSearch:
         kwargs = dict(arguments)
         timeout = kwargs.pop("timeout")
         param = kwargs.pop("search_params")
-        use_default = self._guarantee(collection, kwargs, self._handler.server_address, "")
+        handler = self._client._get_connection()  # per call: pymilvus may have reconnected
+        use_default = self._guarantee(collection, kwargs, handler.server_address, "")
         request = self._prepare(
             collection_name=collection,
             param=param,
@@ -271,7 +272,7 @@ class QuickSearch:
             use_default_consistency=use_default,
             **kwargs,
         )
-        response = self._handler._stub.Search(request, timeout=timeout)
+        response = handler._stub.Search(request, timeout=timeout)
         self._check(response.status)
         return read_hits(response.results)
 
