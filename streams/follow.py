@@ -209,9 +209,12 @@ class StreamFollower:
 
     @property
     def sole_writer(self) -> bool:
-        """Whether the replicas alone write the collection started with: not while the
-        stream record's rollout job still feeds it."""
-        return self.stream is None or handover.catch_up_group(self.stream, self.rollout) is None
+        """Whether the replicas alone write the collection started with."""
+        return self._sole_writer(self.stream)
+
+    def _sole_writer(self, stream: StreamRecord | None) -> bool:
+        """Not while ``stream``'s rollout job still feeds its collection."""
+        return stream is None or handover.catch_up_group(stream, self.rollout) is None
 
     def _settings_for(self, stream: StreamRecord) -> EmbedderSettings:
         return self.settings.model_copy(
@@ -359,7 +362,7 @@ class StreamFollower:
             manifest.embedding_dim,
             self.runner,
             shared_dim=shared,
-            sole_writer=handover.catch_up_group(stream, self.rollout) is None,
+            sole_writer=self._sole_writer(stream),
         )
         try:
             await sink.open()  # retried while Milvus fails; the collection exists (checked)

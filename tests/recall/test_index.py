@@ -117,10 +117,10 @@ def _index(outcome: Any) -> tuple[MilvusIndex, _Client]:
 
 
 class _Response:
-    def __init__(self, results: schema_pb2.SearchResultData) -> None:
+    def __init__(self, results: schema_pb2.SearchResultData, code: int = 0) -> None:
         from pymilvus.grpc_gen import common_pb2
 
-        self.status = common_pb2.Status()
+        self.status = common_pb2.Status(code=code, reason="refused" if code else "")
         self.results = results
 
 
@@ -133,6 +133,14 @@ def test_the_quick_path_answers_when_the_stub_does() -> None:
 
 def test_an_rpc_error_goes_to_pymilvus_and_the_quick_path_stays() -> None:
     index, client = _index(_RpcError(grpc.StatusCode.UNAVAILABLE))
+    for expected in (1, 2):
+        [hits] = index.search([[0.0, 0.0, 0.0, 1.0]], "", 2)
+        assert [h.listing_id for h in hits] == ["P1"]
+        assert (client.stub.calls, client.searches) == (expected, expected)
+
+
+def test_a_server_error_goes_to_pymilvus_and_the_quick_path_stays() -> None:
+    index, client = _index(_Response(_reply([2]), code=65535))
     for expected in (1, 2):
         [hits] = index.search([[0.0, 0.0, 0.0, 1.0]], "", 2)
         assert [h.listing_id for h in hits] == ["P1"]
