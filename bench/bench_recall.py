@@ -385,7 +385,7 @@ def run_kind(kind: str, args, infra) -> dict:
         result["direct"]["cpu_ms_per_request"] = cpu_per_request(before)
         if args.kafka_warmup > 0:
             # A broker started a moment ago used 2.7 ms of CPU per round trip in its first
-            # timed phase against 0.8-1.2 later (its JIT compiling, most likely), with tails
+            # timed phase against 0.67-1.34 later (its JIT compiling, most likely), with tails
             # to match.
             log(f"[{kind}] warming the Kafka path up: {args.kafka_warmup:g} s, uncounted")
             warm = argparse.Namespace(**{**vars(args), "duration": args.kafka_warmup, "warmup": 0})
