@@ -19,6 +19,7 @@ import base64
 import logging
 import shutil
 import subprocess
+import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -190,6 +191,7 @@ class LocalKafka:
         self.cache = settings.cache
         self.libs = self.cache / f"kafka-{self.version}" / "libs"
         self.root = settings.home / "kafka"
+        self._cluster_id_lock = threading.Lock()  # the nodes of a cluster format in parallel
         self.nodes = [KafkaNode(self, i + 1) for i in range(settings.kafka_brokers)]
         # The single-node layout, for callers that look at the files.
         self.properties = self.nodes[0].properties
@@ -239,14 +241,17 @@ class LocalKafka:
     # -- cluster -------------------------------------------------------------------------------
 
     def cluster_id(self) -> str:
-        """The cluster id every node is formatted with, drawn once per home."""
+        """The cluster id every node is formatted with, drawn once per home (under a lock:
+        the nodes of a cluster start in parallel, and two ids drawn at once leave the nodes
+        refusing each other's votes with INCONSISTENT_CLUSTER_ID)."""
         path = self.root / "cluster.id"
-        if path.is_file():
-            return path.read_text().strip()
-        self.root.mkdir(parents=True, exist_ok=True)
-        cluster_id = new_cluster_id()
-        path.write_text(cluster_id)
-        return cluster_id
+        with self._cluster_id_lock:
+            if path.is_file():
+                return path.read_text().strip()
+            self.root.mkdir(parents=True, exist_ok=True)
+            cluster_id = new_cluster_id()
+            path.write_text(cluster_id)
+            return cluster_id
 
     def java(
         self, *args: str, root: Path | None = None, heap: list[str] | None = None

@@ -91,3 +91,34 @@ def test_cluster_nodes_get_their_own_ports_and_files(tmp_path: Path) -> None:
     assert "node.id=2" in text
     assert "controller.quorum.voters=1@127.0.0.1:25001,2@127.0.0.1:25011,3@127.0.0.1:25021" in text
     assert "default.replication.factor=3" in text and "min.insync.replicas=2" in text
+
+
+def test_nodes_starting_together_get_one_cluster_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`start` formats the three nodes from three threads at once; a slow draw widens the
+    window in which each could otherwise draw its own id."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import vitrine.infra.kafka as kafka
+
+    settings = load(InfraSettings, home=tmp_path / "home", kafka_brokers=3)
+    cluster = LocalKafka(settings)
+    draw = kafka.new_cluster_id
+    barrier = threading.Barrier(3)
+
+    def slow_draw() -> str:
+        time.sleep(0.2)
+        return draw()
+
+    def node_formats(_: int) -> str:
+        barrier.wait()
+        return cluster.cluster_id()
+
+    monkeypatch.setattr(kafka, "new_cluster_id", slow_draw)
+    with ThreadPoolExecutor(3) as pool:
+        ids = list(pool.map(node_formats, range(3)))
+    assert len(set(ids)) == 1
+    assert (settings.home / "kafka" / "cluster.id").read_text().strip() == ids[0]
