@@ -229,11 +229,14 @@ def end_offsets(settings: Any, partitions: int) -> dict[int, int]:
 
 
 def wait_drained(settings: Any, partitions: int, timeout_s: float) -> bool:
-    """True once the group committed every source partition up to its end."""
-    ends = end_offsets(settings, partitions)
+    """True once the group committed every source partition up to its end.
+
+    The ends are read again each time: a record produced just after the caller stopped its
+    producer still counts, and a group that committed past an earlier reading is not stuck."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if committed(settings, partitions) == ends:
+        positions = committed(settings, partitions)
+        if positions == end_offsets(settings, partitions):
             return True
         time.sleep(0.5)
     return False

@@ -164,12 +164,12 @@ def test_finish_hands_the_running_embedders_over(
         # Its partitions move to the switched replica: with the stream paused until the job
         # caught up, the rebalance window of docs/operations.md (the job writing an older
         # version over a row the switched replica just wrote) cannot occur here.
-        stream.paused.set()
+        stream.pause()
         stubborn.send_signal(signal.SIGTERM)
         assert stubborn.wait(60) == 0
         assert scenario.wait_drained(settings, settings.topic_partitions, 120)
         wait_caught_up(env)
-        stream.paused.clear()
+        stream.resume()
         done = vitrine(env, "finish", "--wait", "120")
         assert done.returncode == 0, done.stderr[-2000:]
         assert job.wait(60) == 0  # the job exits once the rollout is finished

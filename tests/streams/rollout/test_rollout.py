@@ -65,6 +65,7 @@ class Stream:
     paused: threading.Event = field(default_factory=threading.Event)
     stop: threading.Event = field(default_factory=threading.Event)
     sent: int = 0
+    _sending: threading.Lock = field(default_factory=threading.Lock)
 
     def event(self, i: int, version: int) -> tuple[bytes, bytes]:
         lid = f"R{i:05d}"
@@ -79,13 +80,27 @@ class Stream:
     def create(self, n: int) -> None:
         produce(self.settings, self.settings.topic_events, [self.event(i, 1) for i in range(n)])
 
+    def pause(self) -> None:
+        """No update is produced after this returns (one in flight is awaited)."""
+        self.paused.set()
+        with self._sending:
+            pass
+
+    def resume(self) -> None:
+        self.paused.clear()
+
     def updates(self) -> None:
         version, i = 2, 0
         while not self.stop.is_set():
-            if self.paused.is_set():
+            with self._sending:
+                if self.paused.is_set():
+                    sent = False
+                else:
+                    produce(self.settings, self.settings.topic_events, [self.event(i, version)])
+                    sent = True
+            if not sent:
                 time.sleep(0.05)
                 continue
-            produce(self.settings, self.settings.topic_events, [self.event(i, version)])
             self.sent += 1
             i += 1
             if i == UPDATED:
@@ -288,7 +303,7 @@ def run_rollout(
                     break
             time.sleep(0.05)
         assert rollout is not None, "the rollout was never recorded"
-        stream.paused.set()
+        stream.pause()
         job.send_signal(signal.SIGKILL)
         job.wait(30)
         candidate = rollout.candidate_collection
@@ -320,14 +335,14 @@ def run_rollout(
         assert summary["bulk_done"]
         # -- the job follows the delta; cutover under traffic ------------------------------------
         procs.append(spawn(env, tmp_path / "job-2.log", "run"))
-        stream.paused.clear()
+        stream.resume()
         status = json.loads(vitrine(env, "status").stdout)
         assert status["phase"] == "started" and status["bulk_remaining"] == 0, status
         cut = vitrine(env, "cutover", "--wait", "300")
         assert cut.returncode == 0, cut.stderr[-2000:]
         switched = traffic.wait_for(rollout.candidate_model_version)
         time.sleep(2.0)
-        stream.paused.set()
+        stream.pause()
         assert scenario.wait_drained(settings, settings.topic_partitions, 120)
         deadline = time.monotonic() + 60
         while json.loads(vitrine(env, "status").stdout)["behind"] and time.monotonic() < deadline:
