@@ -196,6 +196,39 @@ def recall_phase_threads(settings: RecallSettings, queries: np.ndarray, args) ->
     return result
 
 
+def fresh_clients(settings: RecallSettings, queries: np.ndarray, args) -> dict[str, dict]:
+    """Construction and first round trip of new blocking clients (``--fresh-clients`` each),
+    with the client's warm-up and, side by side, with it switched off: what a service that
+    starts a client and sends at once sees."""
+    import contextlib
+    from unittest import mock
+
+    from recall import RecallClient
+    from recall.router import ReplyRouter
+
+    out: dict[str, dict] = {}
+    for label in ("warm_up", "no_warm_up"):
+        built, first = [], []
+        for i in range(args.fresh_clients):
+            off = mock.patch.object(ReplyRouter, "_warm_up", lambda self, instance: None)
+            with off if label == "no_warm_up" else contextlib.nullcontext():
+                started = time.perf_counter()
+                client = RecallClient(settings)
+            try:
+                ready = time.perf_counter()
+                client.similar_to_vector(queries[i % len(queries)].tolist(), k=args.k, timeout=30)
+                first.append((time.perf_counter() - ready) * 1000)
+                built.append((ready - started) * 1000)
+            finally:
+                client.close()
+        out[label] = {
+            "construct_ms_p50": float(np.median(built)),
+            "first_request_ms_p50": float(np.median(first)),
+            "first_request_ms_max": float(np.max(first)),
+        }
+    return out
+
+
 async def recall_phase(settings: RecallSettings, queries: np.ndarray, args) -> dict[str, float]:
     client = await asyncio.to_thread(AsyncRecallClient, settings)
     total = int(args.rate * args.duration)
@@ -402,6 +435,9 @@ def run_kind(kind: str, args, infra) -> dict:
             else:
                 result[phase] = recall_phase_threads(settings, queries, args)
             result[phase]["cpu_ms_per_request"] = cpu_per_request(before)
+        if args.fresh_clients > 0:
+            log(f"[{kind}] fresh clients: {args.fresh_clients} with the warm-up, as many without")
+            result["fresh_client"] = fresh_clients(settings, queries, args)
         first = recall_phase_name(args.client.split(",")[0], args)
         result["kafka_overhead_p50_ms"] = result[first]["p50_ms"] - result["direct"]["p50_ms"]
     finally:
@@ -455,6 +491,13 @@ def main(argv: list[str] | None = None) -> int:
         "threads, the direct phase's load generator), async (AsyncRecallClient on one event "
         "loop, whose timer sends 0.5-1 ms late, counted in its latencies); the first one's "
         "phase is `recall`, the Kafka overhead over the direct phase is computed from it",
+    )
+    parser.add_argument(
+        "--fresh-clients",
+        type=int,
+        default=5,
+        help="new clients timed from construction to their first reply, with and without "
+        "the warm-up (0: skip)",
     )
     parser.add_argument("--json", type=Path, help="write the results here as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the collections and topics")
@@ -511,6 +554,17 @@ def main(argv: list[str] | None = None) -> int:
             f"recall@{args.k} {idx[f'recall_at_{args.k}']:.3f}; Kafka overhead p50 "
             f"{r['kafka_overhead_p50_ms']:+.2f} ms"  # type: ignore[index]
         )
+    for kind in args.kinds.split(","):
+        fresh = results[kind].get("fresh_client")  # type: ignore[attr-defined]
+        if fresh:
+            w, n = fresh["warm_up"], fresh["no_warm_up"]
+            print(
+                f"{kind} fresh client: construct p50 {w['construct_ms_p50']:.0f} ms, first "
+                f"request p50 {w['first_request_ms_p50']:.0f} ms (max "
+                f"{w['first_request_ms_max']:.0f}); without the warm-up "
+                f"{n['construct_ms_p50']:.0f} ms, first p50 {n['first_request_ms_p50']:.0f} ms "
+                f"(max {n['first_request_ms_max']:.0f})"
+            )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

@@ -210,8 +210,10 @@ class RecallClient(_ClientBase):
 class AsyncRecallClient(_ClientBase):
     """asyncio recall client: the same behaviour as :class:`RecallClient`, awaitable.
 
-    Construction and :meth:`close` block briefly (topic creation and deletion); call them from
-    ``asyncio.to_thread`` or at start-up. ``async with`` does that for you.
+    Construction and :meth:`close` block briefly (topic creation and the client's warm-up,
+    ~0.6 s; topic deletion): construct it at start-up or with
+    ``await asyncio.to_thread(AsyncRecallClient, settings)``; :meth:`aclose` (and leaving
+    ``async with``) closes it off the loop.
     """
 
     async def similar(

@@ -389,6 +389,40 @@ def test_pending_map_is_bounded(idle_requests) -> None:
         assert c.stats.pending == 0 and c.stats.timeouts == 2
 
 
+def end_offset(bootstrap: str, topic: str, partition: int) -> int:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex})
+    try:
+        return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
+    finally:
+        consumer.close()
+
+
+def test_new_client_reads_its_warm_up_record_back_before_returning(
+    recall_env: RecallEnv, worker: WorkerThread
+) -> None:
+    """Construction waits until the client's producer and reply consumer both work (a fresh
+    idempotent producer otherwise holds the first request ~0.5 s); the warm-up record is
+    neither a reply nor counted as one."""
+    s = recall_env.settings
+    with RecallClient(s) as c:
+        assert c._router._warm.is_set()
+        assert end_offset(s.bootstrap_servers, c.reply_topic, 0) == 1  # the warm-up record
+        assert c.similar("L00007", k=3, timeout=10).status is RecallStatus.OK
+        stats = c.stats
+        assert (stats.sent, stats.replies, stats.unknown, stats.late) == (1, 1, 0, 0)
+
+
+def test_client_on_a_pinned_reply_topic_writes_no_warm_up_record(recall_env: RecallEnv) -> None:
+    """A pinned reply topic is shared with other clients, which would see a stranger's record."""
+    s = recall_env.settings
+    before = end_offset(s.bootstrap_servers, s.topic_recall_replies, 1)
+    with RecallClient(s, reply_topic=s.topic_recall_replies, reply_partition=1) as c:
+        assert not c._router._warm.is_set()
+    assert end_offset(s.bootstrap_servers, s.topic_recall_replies, 1) == before
+
+
 def test_cli_burst_mode_answers_and_exits(recall_env: RecallEnv, idle_requests) -> None:
     s = idle_requests
     consumer = raw_consumer(s.bootstrap_servers, s.topic_recall_replies, 0)
