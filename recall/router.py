@@ -119,12 +119,19 @@ class ReplyRouter:
         with a deadline under that. Only on a private reply topic (nobody else reads it)."""
         self._warm_id = f"warm-up-{instance}".encode()
         started = time.monotonic()
+
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is not None:  # the requests will fail the same way, with a reason
+                log.warning("recall client: warm-up record not delivered: %s", err)
+                self._warm.set()
+
         try:
             self._producer.produce(
                 self.route_topic,
                 value=b"",
                 partition=self.route_partition,
                 headers=[(CORRELATION_ID_HEADER, self._warm_id)],
+                on_delivery=delivered,
             )
         except Exception as exc:  # the requests will say what is wrong, with a reason
             log.warning("recall client: warm-up record not sent: %s", exc)
