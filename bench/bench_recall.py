@@ -210,7 +210,7 @@ def fresh_clients(settings: RecallSettings, queries: np.ndarray, args) -> dict[s
     for label in ("warm_up", "no_warm_up"):
         built, first = [], []
         for i in range(args.fresh_clients):
-            off = mock.patch.object(ReplyRouter, "_warm_up", lambda self, instance: None)
+            off = mock.patch.object(ReplyRouter, "_warm_up", lambda self: None)
             with off if label == "no_warm_up" else contextlib.nullcontext():
                 started = time.perf_counter()
                 client = RecallClient(settings)

@@ -80,9 +80,9 @@ class ReplyRouter:
         self._finished_cap = min(100_000, 4 * self.max_pending)
         self._closed = threading.Event()
         self._owns_topic = reply_topic is None
-        self._warm_id = b""
-        self._warm = threading.Event()
         instance = uuid.uuid4().hex[:16]
+        self._warm_id = f"warm-up-{instance}".encode()  # sent on a private reply topic only
+        self._warm = threading.Event()
         if reply_topic is None:
             reply_topic = f"{settings.topic_recall_replies}.{instance}"
             reply_partition = 0
@@ -106,18 +106,17 @@ class ReplyRouter:
         )
         self._thread.start()
         if self._owns_topic:
-            self._warm_up(instance)
+            self._warm_up()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def _warm_up(self, instance: str) -> None:
+    def _warm_up(self) -> None:
         """Send one record to the client's own reply topic and wait until it is read back.
 
         A fresh idempotent producer holds a record sent before it has its producer id until
         its next idempotence timer tick, and a fresh consumer of a new topic starts fetching
         late: without this the first request took 0.5-0.9 s instead of ~10 ms, and failed
         with a deadline under that. Only on a private reply topic (nobody else reads it)."""
-        self._warm_id = f"warm-up-{instance}".encode()
         started = time.monotonic()
 
         def delivered(err: Any, _msg: Any) -> None:
@@ -294,7 +293,7 @@ class ReplyRouter:
         if correlation_id is None:
             self._drop("unknown")
             return
-        if self._warm_id and correlation_id == self._warm_id:
+        if correlation_id == self._warm_id:
             self._warm.set()
             return
         with self._lock:

@@ -92,13 +92,11 @@ class Stream:
     def updates(self) -> None:
         version, i = 2, 0
         while not self.stop.is_set():
-            with self._sending:
-                if self.paused.is_set():
-                    sent = False
-                else:
+            with self._sending:  # checked and sent under the lock that pause() waits on
+                paused = self.paused.is_set()
+                if not paused:
                     produce(self.settings, self.settings.topic_events, [self.event(i, version)])
-                    sent = True
-            if not sent:
+            if paused:
                 time.sleep(0.05)
                 continue
             self.sent += 1
