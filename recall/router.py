@@ -115,8 +115,8 @@ class ReplyRouter:
 
         A fresh idempotent producer holds a record sent before it has its producer id until
         its next idempotence timer tick, and a fresh consumer of a new topic starts fetching
-        late: without this the first request took 0.5-0.9 s instead of ~10 ms, and failed
-        with a deadline under that. Only on a private reply topic (nobody else reads it)."""
+        late: without this the first request took 0.5-0.9 s instead of ~10 ms (and would fail
+        with a deadline under that). Only on a private reply topic (nobody else reads it)."""
         started = time.monotonic()
 
         def delivered(err: Any, _msg: Any) -> None:
